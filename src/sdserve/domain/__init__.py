@@ -1,0 +1,1 @@
+"""Pure data and rules: requests, jobs, limits, errors. Imports no framework."""

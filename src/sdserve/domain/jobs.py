@@ -1,0 +1,127 @@
+"""The Job: one accepted request and everything that happens to it."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sdserve.domain.requests import JobSpec, OutputFormat
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
+
+
+class ImageRef(BaseModel):
+    id: str
+    seed: int
+
+
+class JobResult(BaseModel):
+    images: list[ImageRef]
+    generation_time: float
+    seed_used: int
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class NewJob(BaseModel):
+    """What the API hands the queue to enqueue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(default_factory=lambda: new_job_id())
+    spec: JobSpec
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    owner: str | None = None
+    max_attempts: int = 3
+
+
+class Job(BaseModel):
+    id: str
+    spec: JobSpec
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float
+    attempts: int = 0
+    max_attempts: int = 3
+    progress_step: int = 0
+    progress_total: int = 0
+    cancel_requested: bool = False
+    dead_lettered: bool = False
+    callback_url: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    owner: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    result: JobResult | None = None
+    error: JobError | None = None
+
+    @property
+    def num_images(self) -> int:
+        return self.spec.num_images
+
+    @property
+    def batch_key(self) -> str:
+        return self.spec.batch_key
+
+    def public(self, queue_position: int | None = None, base_url: str = "") -> dict[str, Any]:
+        """The client-facing view (GET /v1/jobs/{id}, webhook payloads)."""
+        result: dict[str, Any] | None = None
+        if self.result is not None:
+            result = {
+                "images": [
+                    {"id": im.id, "url": f"{base_url}/v1/images/{im.id}", "seed": im.seed}
+                    for im in self.result.images
+                ],
+                "generation_time": self.result.generation_time,
+                "seed_used": self.result.seed_used,
+                "warnings": self.result.warnings,
+            }
+        return {
+            "id": self.id,
+            "object": "job",
+            "status": self.status.value,
+            "priority": self.spec.priority.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "queue_position": queue_position,
+            "attempts": self.attempts,
+            "progress": {"step": self.progress_step, "total": self.progress_total},
+            "parameters": self.spec.public(),
+            "result": result,
+            "error": self.error.model_dump() if self.error else None,
+            "links": {"self": f"{base_url}/v1/jobs/{self.id}"},
+        }
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex
+
+
+def image_id(job_id: str, index: int, fmt: OutputFormat) -> str:
+    """Deterministic per job and index, so a retried job overwrites its own outputs."""
+    digest = hashlib.sha256(f"{job_id}:{index}".encode()).hexdigest()[:32]
+    return f"{digest}.{fmt.value}"

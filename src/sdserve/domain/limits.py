@@ -1,0 +1,33 @@
+"""Input limits shared by every facade (the API rejects anything outside them)."""
+
+from __future__ import annotations
+
+MIN_SIDE = 64
+MAX_SIDE = 2048
+SIDE_MULTIPLE = 8
+MIN_STEPS = 1
+MAX_STEPS = 150
+MIN_GUIDANCE = 0.0
+MAX_GUIDANCE = 30.0
+MIN_IMAGES = 1
+MAX_IMAGES = 8
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 2000
+DEFAULT_STEPS = 20
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SCHEDULER = "euler_a"
+
+# Names only: the engine maps each to a diffusers scheduler class (engine/schedulers.py);
+# a test keeps the two in step.
+SCHEDULER_NAMES: tuple[str, ...] = (
+    "ddim",
+    "euler",
+    "euler_a",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "unipc",
+    "lcm",
+    "pndm",
+    "heun",
+    "lms",
+)

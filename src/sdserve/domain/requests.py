@@ -1,0 +1,153 @@
+"""Request models for image generation. Pure pydantic: no web framework here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sdserve.domain import limits
+
+
+class Priority(StrEnum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+    @property
+    def rank(self) -> int:
+        """Smaller runs first."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        return _RANK_PRIORITY[rank]
+
+
+_PRIORITY_RANK = {Priority.high: 0, Priority.normal: 1, Priority.low: 2}
+_RANK_PRIORITY = {v: k for k, v in _PRIORITY_RANK.items()}
+
+
+class OutputFormat(StrEnum):
+    png = "png"
+    jpeg = "jpeg"
+    webp = "webp"
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+
+class Task(StrEnum):
+    txt2img = "txt2img"
+
+
+def _side_ok(value: int | None, name: str) -> int | None:
+    if value is not None and value % limits.SIDE_MULTIPLE != 0:
+        raise ValueError(f"{name} must be a multiple of {limits.SIDE_MULTIPLE}")
+    return value
+
+
+class GenerateRequest(BaseModel):
+    """What a client asks for. Optional fields are resolved into a JobSpec at the edge."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    prompt: str = Field(min_length=1, max_length=limits.MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=limits.MAX_PROMPT_CHARS)
+    width: int | None = Field(default=None, ge=limits.MIN_SIDE, le=limits.MAX_SIDE)
+    height: int | None = Field(default=None, ge=limits.MIN_SIDE, le=limits.MAX_SIDE)
+    num_inference_steps: int = Field(
+        default=limits.DEFAULT_STEPS, ge=limits.MIN_STEPS, le=limits.MAX_STEPS
+    )
+    guidance_scale: float = Field(
+        default=limits.DEFAULT_GUIDANCE, ge=limits.MIN_GUIDANCE, le=limits.MAX_GUIDANCE
+    )
+    seed: int | None = Field(default=None, ge=0, le=limits.MAX_SEED)
+    num_images: int = Field(default=1, ge=limits.MIN_IMAGES, le=limits.MAX_IMAGES)
+    scheduler: str = limits.DEFAULT_SCHEDULER
+    model: str | None = None
+    priority: Priority = Priority.normal
+    output_format: OutputFormat = OutputFormat.png
+
+    @field_validator("width")
+    @classmethod
+    def _width_multiple(cls, v: int | None) -> int | None:
+        return _side_ok(v, "width")
+
+    @field_validator("height")
+    @classmethod
+    def _height_multiple(cls, v: int | None) -> int | None:
+        return _side_ok(v, "height")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v not in limits.SCHEDULER_NAMES:
+            raise ValueError(
+                f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}"
+            )
+        return v
+
+
+class JobSpec(BaseModel):
+    """A fully resolved request: every effective value, defaults included.
+
+    This is what is stored on a job, shown back as ``parameters`` and handed to the
+    engine; image ``i`` of a job uses ``seeds[i]``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Task = Task.txt2img
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+    scheduler: str
+    model: str
+    priority: Priority
+    output_format: OutputFormat
+
+    @property
+    def seeds(self) -> list[int]:
+        return image_seeds(self.seed, self.num_images)
+
+    @property
+    def batch_key(self) -> str:
+        """Jobs with the same key may share one pipeline call (never prompt or seed)."""
+        return "|".join(
+            str(x)
+            for x in (
+                self.model,
+                self.task.value,
+                self.width,
+                self.height,
+                self.num_inference_steps,
+                repr(float(self.guidance_scale)),
+                self.scheduler,
+            )
+        )
+
+    def public(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out["seeds"] = self.seeds
+        return out
+
+
+def image_seeds(seed: int, count: int) -> list[int]:
+    """Image i of a request with seed s uses s+i (wrapping at 2**32)."""
+    return [(seed + i) % (limits.MAX_SEED + 1) for i in range(count)]
+
+
+def request_fingerprint(body: dict[str, Any]) -> str:
+    """Stable hash of a submitted body, for idempotency-key comparison."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
