@@ -40,9 +40,7 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles (large images).")
     cpu_offload: bool = Field(False, description="Model CPU offload (low VRAM).")
     torch_compile: bool = Field(False, description="torch.compile the UNet; warmed before ready.")
-    allow_hub_downloads: bool = Field(
-        False, description="Allow loading a hub id (needs network)."
-    )
+    allow_hub_downloads: bool = Field(False, description="Allow loading a hub id (needs network).")
 
     # --- queue / batching ---
     queue_backend: Literal["sqlite", "memory", "redis"] = Field(
@@ -60,9 +58,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="Attempts before a job is dead-lettered.")
     max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs before 503.")
     workers: int = Field(1, ge=1, description="Worker processes `sdserve serve` runs.")
-    poll_interval_ms: int = Field(
-        250, ge=1, description="Fallback poll when no wake-up arrives."
-    )
+    poll_interval_ms: int = Field(250, ge=1, description="Fallback poll when no wake-up arrives.")
 
     # --- API limits ---
     sync_timeout_seconds: float = Field(

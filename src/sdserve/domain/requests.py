@@ -87,9 +87,7 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _known_scheduler(cls, v: str) -> str:
         if v not in limits.SCHEDULER_NAMES:
-            raise ValueError(
-                f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}"
-            )
+            raise ValueError(f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}")
         return v
 
 
@@ -151,3 +149,9 @@ def request_fingerprint(body: dict[str, Any]) -> str:
     """Stable hash of a submitted body, for idempotency-key comparison."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobRequest(GenerateRequest):
+    """POST /v1/jobs: a generation request plus where to report the outcome."""
+
+    callback_url: str | None = Field(default=None, max_length=2048)

@@ -1,0 +1,3 @@
+from sdserve.cli import main
+
+main()

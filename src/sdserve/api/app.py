@@ -1,0 +1,56 @@
+"""The app factory: nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from sdserve import __version__
+from sdserve.api.body_limit import BodyLimitMiddleware
+from sdserve.api.errors import install_error_handlers
+from sdserve.api.routes_native import router as native_router
+from sdserve.api.services import Services
+
+log = logging.getLogger("sdserve.api")
+
+
+def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
+    """Build the ASGI app around ready-made services (tests inject their own)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = None
+        if run_dispatcher:
+            from sdserve.webhooks.delivery import WebhookDispatcher, WebhookSender
+
+            sender = WebhookSender(services.webhook_policy, services.settings)
+            dispatcher = WebhookDispatcher(
+                services.queue, sender, services.webhook_secret, services.settings
+            )
+            task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, timeout=5)
+            services.close()
+
+    app = FastAPI(
+        title="sdserve",
+        version=__version__,
+        description="Self-hosted Stable Diffusion image generation: a durable priority "
+        "queue, batching GPU workers and a native REST API.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(native_router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    return app

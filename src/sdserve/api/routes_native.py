@@ -1,0 +1,184 @@
+"""The native /v1 API."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
+from sdserve.api.services import Services
+from sdserve.api.submit import get_job, submit, wait_for_terminal
+from sdserve.domain.errors import InvalidRequest, JobCanceled, NotFound, SdserveError
+from sdserve.domain.jobs import Job, JobStatus
+from sdserve.domain.requests import GenerateRequest, JobRequest, Priority
+from sdserve.queue.base import ListFilter
+from sdserve.storage.base import valid_image_id
+from sdserve.worker.process import READY_TTL_S
+
+router = APIRouter()
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def job_view(services: Services, job: Job) -> dict[str, Any]:
+    position = None
+    if job.status is JobStatus.queued:
+        position = await run_in_threadpool(services.queue.queue_position, job.id)
+    return job.public(position, services.settings.public_base_url)
+
+
+class _JobFailed(SdserveError):
+    """A synchronous request whose job ended without images."""
+
+    status = 500
+
+    def __init__(self, job: Job) -> None:
+        err = job.error
+        super().__init__(err.message if err else "generation failed", job_id=job.id)
+        self.type = err.type if err else "generation_failed"
+
+
+@router.post("/v1/generate", response_model=GenerateResponse, tags=["native"])
+async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
+    """Generate images and wait for them (same queue as async jobs)."""
+    services = services_of(request)
+    job, _ = await submit(services, body)
+    job = await wait_for_terminal(services, job.id, services.settings.sync_timeout_seconds)
+    if job.status is JobStatus.canceled:
+        raise JobCanceled(f"job {job.id} was canceled", job_id=job.id)
+    if job.status is not JobStatus.succeeded or job.result is None:
+        raise _JobFailed(job)
+    images = await run_in_threadpool(_read_images, services, [im.id for im in job.result.images])
+    return {
+        "images": [base64.b64encode(data).decode() for data in images],
+        "parameters": job.spec.public(),
+        "generation_time": job.result.generation_time,
+        "seed_used": job.result.seed_used,
+        "job_id": job.id,
+        "seeds": [im.seed for im in job.result.images],
+        "image_ids": [im.id for im in job.result.images],
+        "warnings": job.result.warnings,
+    }
+
+
+def _read_images(services: Services, ids: list[str]) -> list[bytes]:
+    out = []
+    for ident in ids:
+        data = services.blobs.get(ident)
+        if data is None:
+            raise NotFound(f"image {ident} is no longer stored")
+        out.append(data)
+    return out
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobView, tags=["native"])
+async def create_job(
+    body: JobRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Queue a job and return at once; poll it or pass ``callback_url``."""
+    services = services_of(request)
+    req = GenerateRequest.model_validate(body.model_dump(exclude={"callback_url"}))
+    job, created = await submit(
+        services, req, callback_url=body.callback_url, idempotency_key=idempotency_key
+    )
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await job_view(services, job)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["native"])
+async def read_job(job_id: str, request: Request) -> dict[str, Any]:
+    services = services_of(request)
+    return await job_view(services, await get_job(services, job_id))
+
+
+@router.get("/v1/jobs", response_model=JobList, tags=["native"])
+async def list_jobs(
+    request: Request,
+    status: JobStatus | None = None,
+    priority: Priority | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    services = services_of(request)
+    flt = ListFilter(status=status, priority=priority, limit=limit, cursor=cursor)
+    try:
+        page = await run_in_threadpool(services.queue.list_jobs, flt)
+    except ValueError as exc:
+        raise InvalidRequest.single("cursor", "not a cursor this server issued") from exc
+    data = [await job_view(services, j) for j in page.jobs]
+    return {"object": "list", "data": data, "next_cursor": page.next_cursor}
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobView, tags=["native"])
+async def cancel_job(job_id: str, request: Request, response: Response) -> dict[str, Any]:
+    """Cancel: a queued job at once, a running one at its next denoising step."""
+    services = services_of(request)
+    job = await run_in_threadpool(services.queue.cancel, job_id)
+    services.wakeups.notify_job(job_id)
+    if job.status is JobStatus.running:
+        response.status_code = 202  # cancellation requested, takes effect at the next step
+    return await job_view(services, job)
+
+
+@router.get("/v1/images/{image_id}", tags=["native"], response_class=Response)
+async def read_image(image_id: str, request: Request) -> Response:
+    if not valid_image_id(image_id):
+        raise NotFound(f"no image with id {image_id!r}")
+    services = services_of(request)
+    data = await run_in_threadpool(services.blobs.get, image_id)
+    if data is None:
+        raise NotFound(f"no image with id {image_id!r}")
+    media = "image/" + image_id.rsplit(".", 1)[1]
+    return Response(
+        data, media_type=media, headers={"Cache-Control": "private, max-age=31536000, immutable"}
+    )
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["native"])
+async def list_models(request: Request) -> dict[str, Any]:
+    services = services_of(request)
+    loaded: set[str] = set()
+    for state in services.registry.live(READY_TTL_S):
+        loaded.update(state.models_loaded)
+    default = services.catalog.default.name
+    data = [
+        {
+            "name": m.name,
+            "family": m.family,
+            "default_width": m.default_width,
+            "default_height": m.default_height,
+            "default": m.name == default,
+            "loaded": m.name in loaded,
+        }
+        for m in services.catalog.all()
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz() -> dict[str, Any]:
+    """The process is alive (answers even while a batch runs)."""
+    return {"status": "ok", "time": time.time()}
+
+
+@router.get("/readyz", tags=["ops"])
+async def readyz(request: Request, response: Response) -> dict[str, Any]:
+    """Ready when at least one worker has its model loaded and warmed."""
+    services = services_of(request)
+    workers = [s for s in services.registry.live(READY_TTL_S) if s.ready]
+    if not workers:
+        response.status_code = 503
+        return {"status": "not_ready", "ready_workers": 0}
+    return {"status": "ready", "ready_workers": len(workers)}

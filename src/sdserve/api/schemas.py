@@ -1,0 +1,78 @@
+"""Response models (they document the API in /docs and /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class GenerateResponse(BaseModel):
+    images: list[str]
+    parameters: dict[str, Any]
+    generation_time: float
+    seed_used: int
+    job_id: str
+    seeds: list[int]
+    image_ids: list[str]
+    warnings: list[str]
+
+
+class ImageView(BaseModel):
+    id: str
+    url: str
+    seed: int
+
+
+class ResultView(BaseModel):
+    images: list[ImageView]
+    generation_time: float
+    seed_used: int
+    warnings: list[str]
+
+
+class ErrorView(BaseModel):
+    type: str
+    message: str
+
+
+class ProgressView(BaseModel):
+    step: int
+    total: int
+
+
+class JobView(BaseModel):
+    id: str
+    object: str
+    status: str
+    priority: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    queue_position: int | None
+    attempts: int
+    progress: ProgressView
+    parameters: dict[str, Any]
+    result: ResultView | None
+    error: ErrorView | None
+    links: dict[str, str]
+
+
+class JobList(BaseModel):
+    object: str = "list"
+    data: list[JobView]
+    next_cursor: str | None
+
+
+class ModelView(BaseModel):
+    name: str
+    family: str
+    default_width: int
+    default_height: int
+    default: bool
+    loaded: bool
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelView]

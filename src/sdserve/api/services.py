@@ -1,0 +1,47 @@
+"""Everything a request handler needs, built once per app by a factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdserve.config import Settings
+from sdserve.engine.catalog import Catalog
+from sdserve.queue.base import JobQueue
+from sdserve.queue.events import WakeupBus
+from sdserve.storage.base import BlobStore
+from sdserve.webhooks.guard import AddressPolicy
+from sdserve.worker.registry import FileRegistry, WorkerRegistry
+
+
+@dataclass
+class Services:
+    settings: Settings
+    queue: JobQueue
+    wakeups: WakeupBus
+    blobs: BlobStore
+    catalog: Catalog
+    registry: WorkerRegistry
+    webhook_policy: AddressPolicy
+    webhook_secret: str
+
+    def close(self) -> None:
+        self.wakeups.close()
+        self.queue.close()
+
+
+def build_services(settings: Settings) -> Services:
+    from sdserve.queue.factory import build_queue, build_wakeups
+    from sdserve.webhooks.signing import load_or_create_secret
+    from sdserve.wiring import build_blobs, build_catalog
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Services(
+        settings=settings,
+        queue=build_queue(settings),
+        wakeups=build_wakeups(settings, "api"),
+        blobs=build_blobs(settings),
+        catalog=build_catalog(settings),
+        registry=FileRegistry(settings.run_dir / "worker-state"),
+        webhook_policy=AddressPolicy(settings.webhook_allowlist),
+        webhook_secret=load_or_create_secret(settings),
+    )

@@ -1,0 +1,98 @@
+"""The `sdserve` command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from sdserve.config import Settings
+
+app = typer.Typer(
+    help="sdserve: self-hosted Stable Diffusion image generation.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Create, train and list models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _settings(**overrides: object) -> Settings:
+    from sdserve.config import Settings
+
+    # Command-line options win over the environment; pass them on as env so that
+    # child processes (workers) see the same values.
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"SDSERVE_{key.upper()}"] = str(value)
+    return Settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env SDSERVE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env SDSERVE_PORT]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env SDSERVE_DATA_DIR]")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Default model: folder, .safetensors or name [env SDSERVE_MODEL]"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [env SDSERVE_WORKERS]")
+    ] = None,
+) -> None:
+    """Run the embedded service: API + supervised workers, SQLite + local files."""
+    from sdserve.observability.logs import configure_logging
+    from sdserve.supervisor import serve as run_serve
+
+    settings = _settings(host=host, port=port, data_dir=data_dir, model=model, workers=workers)
+    configure_logging(settings.log_level, settings.log_json)
+    run_serve(settings)
+
+
+@app.command()
+def worker(
+    embedded: Annotated[
+        bool, typer.Option(help="Started by `serve`: exit when the parent exits.")
+    ] = False,
+) -> None:
+    """Run one GPU worker that drains the configured queue."""
+    from sdserve.observability.logs import configure_logging
+    from sdserve.supervisor import worker_main
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    worker_main(settings, embedded)
+
+
+@models_app.command("create-demo")
+def create_demo(
+    path: Annotated[Path, typer.Argument(help="Folder to write the tiny model to")],
+    seed: Annotated[int, typer.Option(help="Weights seed")] = 0,
+) -> None:
+    """Write the tiny random-weight SD model (fast; draws noise, for speed tests)."""
+    from sdserve.engine.demo import create_demo_model
+
+    create_demo_model(path, seed=seed)
+    typer.echo(f"demo model written to {path}")
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """List the models this configuration serves."""
+    from sdserve.wiring import build_catalog
+
+    catalog = build_catalog(_settings())
+    for info in catalog.all():
+        mark = "*" if info.name == catalog.default.name else " "
+        typer.echo(
+            f"{mark} {info.name}\t{info.family}\t{info.default_width}x"
+            f"{info.default_height}\t{info.source}"
+        )
+
+
+def main() -> None:
+    app()

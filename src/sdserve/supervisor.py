@@ -1,0 +1,156 @@
+"""`sdserve serve`: one API process that owns the data dir and supervises workers."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from sdserve.config import Settings
+
+log = logging.getLogger("sdserve.serve")
+_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as SDSERVE_* variables, so child processes see the same values."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        key = f"SDSERVE_{name.upper()}"
+        if isinstance(value, (list, dict)):
+            env[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            env[key] = "true" if value else "false"
+        else:
+            env[key] = str(value)
+    return env
+
+
+def acquire_data_dir(settings: Settings) -> IO[Any]:
+    """Only one `serve` may own a data dir: it is what lets start-up requeue every job
+    left running (their workers died with the previous owner)."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    handle = (settings.run_dir / "serve.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit(
+            f"another `sdserve serve` already uses {settings.data_dir}; stop it or pick "
+            "another --data-dir"
+        ) from None
+    return handle
+
+
+def ensure_default_model(settings: Settings) -> None:
+    from sdserve.wiring import TINY_NAME, default_model, tiny_model_path
+
+    info = default_model(settings)
+    if settings.model:
+        log.info("model: %s (%s)", info.name, info.source)
+        return
+    if info.name != TINY_NAME:
+        log.info("no model configured: using the packaged demo model (%s)", info.source)
+        return
+    path = tiny_model_path(settings)
+    if not (path / "model_index.json").exists():
+        log.info("no model configured: creating the tiny demo model at %s", path)
+        subprocess.run(
+            [sys.executable, "-m", "sdserve", "models", "create-demo", str(path)],
+            check=True,
+            env=settings_env(settings),
+        )
+    log.info("no model configured: using the tiny demo model at %s", path)
+
+
+class WorkerSupervisor:
+    """Runs N worker processes and restarts any that die."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
+        self.restarts = [0] * settings.workers
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def _spawn(self, index: int) -> None:
+        cmd = [sys.executable, "-m", "sdserve", "worker", "--embedded"]
+        self.procs[index] = subprocess.Popen(cmd, env=settings_env(self.settings))
+        log.info("started worker %d (pid %d)", index, self.procs[index].pid)  # type: ignore[union-attr]
+
+    def start(self) -> None:
+        for i in range(len(self.procs)):
+            self._spawn(i)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if proc is None or proc.poll() is None or self._stop.is_set():
+                    continue
+                delay = _RESTART_BACKOFF_S[min(self.restarts[i], len(_RESTART_BACKOFF_S) - 1)]
+                log.error(
+                    "worker %d exited with %s; restarting in %.0fs", i, proc.returncode, delay
+                )
+                self.restarts[i] += 1
+                if self._stop.wait(delay):
+                    return
+                self._spawn(i)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM: workers finish their batch; past the grace period, SIGKILL (their
+        jobs come back when the next start requeues them)."""
+        self._stop.set()
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from sdserve.api.app import create_app
+    from sdserve.api.services import build_services
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = acquire_data_dir(settings)
+    ensure_default_model(settings)
+    services = build_services(settings)
+    # We own the data dir, so every job still marked running lost its worker.
+    requeued = services.queue.reclaim_expired(now=float(2**62))
+    if requeued:
+        log.info("requeued %d job(s) left running by a previous process", len(requeued))
+    supervisor = WorkerSupervisor(settings)
+    supervisor.start()
+    try:
+        uvicorn.run(
+            create_app(services),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        supervisor.stop()
+        lock.close()
+
+
+def worker_main(settings: Settings, embedded: bool) -> None:
+    from sdserve.worker.process import run_worker_process
+
+    run_worker_process(settings, embedded)

@@ -1,0 +1,81 @@
+"""A worker process: load the engine, publish readiness, drain the queue."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import threading
+
+from sdserve.config import Settings
+from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.wiring import build_blobs, build_catalog
+from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
+from sdserve.worker.registry import FileRegistry, WorkerState
+
+log = logging.getLogger("sdserve.worker")
+READY_TTL_S = 10.0
+_PUBLISH_EVERY_S = 2.0
+
+
+def die_with_parent() -> None:
+    """An embedded worker must not outlive `sdserve serve` (e.g. after kill -9)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the parent check in the publisher thread still ends us
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    return WorkerConfig(
+        max_batch_images=settings.max_batch_images,
+        batch_window_s=settings.batch_window_ms / 1000,
+        lease_s=settings.lease_seconds,
+        poll_interval_s=settings.poll_interval_ms / 1000,
+    )
+
+
+def run_worker_process(settings: Settings, embedded: bool) -> None:
+    parent = os.getppid()
+    if embedded:
+        die_with_parent()
+    from sdserve.engine.pipelines import DiffusersEngine  # torch: only in workers
+
+    queue = build_queue(settings)
+    wakeups = build_wakeups(settings, "worker")
+    catalog = build_catalog(settings)
+    engine = DiffusersEngine(settings, catalog)
+    registry = FileRegistry(settings.run_dir / "worker-state")
+    state = WorkerState(id=new_worker_id(), pid=os.getpid(), ready=False)
+    stop = threading.Event()
+
+    def publish_forever() -> None:
+        while not stop.is_set():
+            if embedded and os.getppid() != parent:
+                log.error("parent process is gone; stopping")
+                os._exit(1)
+            registry.publish(state)
+            stop.wait(_PUBLISH_EVERY_S)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    threading.Thread(target=publish_forever, name="registry", daemon=True).start()
+
+    log.info("worker %s loading model %s", state.id, catalog.default.name)
+    engine.load()
+    state.ready = True
+    state.models_loaded = [catalog.default.name]
+    registry.publish(state)
+    log.info("worker %s ready", state.id)
+    worker = Worker(
+        queue, engine, build_blobs(settings), wakeups, worker_config(settings), state.id
+    )
+    try:
+        worker.run(stop)
+    finally:
+        registry.remove(state.id)
+        wakeups.close()
+        queue.close()
