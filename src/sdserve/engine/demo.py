@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ def learn_bpe(text: str, num_merges: int) -> tuple[dict[str, int], list[str]]:
         pairs: Counter[tuple[str, str]] = Counter()
         for w, freq in words.items():
             syms = splits[w]
-            for a, b in zip(syms, syms[1:], strict=False):
+            for a, b in pairwise(syms):
                 pairs[(a, b)] += freq
         if not pairs:
             break
@@ -93,6 +94,13 @@ def learn_bpe(text: str, num_merges: int) -> tuple[dict[str, int], list[str]]:
     return {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}, merges
 
 
+def _diffusers() -> Any:
+    """diffusers untyped (its stubs are partial); keeps mypy strict elsewhere."""
+    import diffusers
+
+    return diffusers
+
+
 def _tokenizer(folder: Path) -> Any:
     from transformers import CLIPTokenizer
 
@@ -100,25 +108,28 @@ def _tokenizer(folder: Path) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    # tokenizers wants (left, right) pairs, not "left right" lines (the annotation
+    # on CLIPTokenizer says list[str], which the Rust side rejects).
+    pairs: Any = [
+        tuple(line.split(" ", 1))
+        for line in (folder / "merges.txt").read_text().splitlines()[1:]
+    ]
     tok = CLIPTokenizer(
         vocab=json.loads((folder / "vocab.json").read_text()),
-        # tokenizers wants (left, right) pairs, not "left right" lines.
-        merges=[
-            tuple(line.split(" "))
-            for line in (folder / "merges.txt").read_text().splitlines()[1:]
-        ],
+        merges=pairs,
         model_max_length=MAX_LENGTH,
     )
     return tok
 
 
 def _components(seed: int, vocab_size: int, eos_id: int, bos_id: int) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    d = _diffusers()
 
     # Seed before each component so one component's size never shifts another's weights.
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
+    unet = d.UNet2DConditionModel(
         sample_size=16,
         in_channels=4,
         out_channels=4,
@@ -131,7 +142,7 @@ def _components(seed: int, vocab_size: int, eos_id: int, bos_id: int) -> dict[st
         norm_num_groups=16,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
+    vae = d.AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3,
@@ -158,7 +169,7 @@ def _components(seed: int, vocab_size: int, eos_id: int, bos_id: int) -> dict[st
         )
     )
     # The same scheduler config SD 1.5 ships (PNDM, scaled-linear betas).
-    scheduler = PNDMScheduler(
+    scheduler = d.PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -175,8 +186,6 @@ def create_demo_model(path: Path, seed: int = 0) -> Path:
 
     Deterministic: the same seed gives byte-identical weight files.
     """
-    from diffusers import StableDiffusionPipeline
-
     path = Path(path)
     # Build in a sibling temp dir and rename, so a crash never leaves half a model
     # that ensure_demo_model would then mistake for a complete one.
@@ -187,7 +196,7 @@ def create_demo_model(path: Path, seed: int = 0) -> Path:
         parts = _components(
             seed, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id
         )
-        pipe = StableDiffusionPipeline(
+        pipe = _diffusers().StableDiffusionPipeline(
             tokenizer=tokenizer,
             safety_checker=None,
             feature_extractor=None,

@@ -1,0 +1,108 @@
+"""Device and dtype choice, and the memory/speed options from Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sdserve.config import Settings
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device
+    dtype: torch.dtype
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(setting: str = "auto") -> torch.device:
+    """auto: cuda > mps > cpu. An explicit choice that is unavailable is an error,
+    not a silent fallback: a worker configured for CUDA must not crawl along on CPU."""
+    if setting == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("SDSERVE_DEVICE=cuda but no CUDA device is available")
+    if setting == "mps" and not _mps_available():
+        raise RuntimeError("SDSERVE_DEVICE=mps but MPS is not available")
+    return torch.device(setting)
+
+
+def pick_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+    """auto: fp16 on accelerators, fp32 on CPU. fp16 on CPU is slow and partly
+    unsupported, so it falls back to fp32 with a warning (bf16 on CPU is allowed)."""
+    if setting == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    dtype = _DTYPES[setting]
+    if device.type == "cpu" and dtype is torch.float16:
+        log.warning("float16 is not supported well on CPU; using float32")
+        return torch.float32
+    return dtype
+
+
+def placement(settings: Settings) -> Placement:
+    device = pick_device(settings.device)
+    return Placement(device, pick_dtype(device, settings.dtype))
+
+
+def apply_optimisations(pipe: Any, settings: Settings, device: torch.device) -> Any:
+    """Move the pipeline to ``device`` (or set up CPU offload) and switch on options.
+
+    Attention stays on PyTorch SDPA (diffusers' default AttnProcessor2_0) unless
+    slicing is asked for, which trades speed for memory.
+    """
+    if settings.cpu_offload and device.type == "cuda":
+        # Offload moves each model to the GPU only while it runs; never .to() first.
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        if settings.cpu_offload:
+            log.warning("cpu_offload needs a CUDA device; ignored on %s", device.type)
+        pipe.to(device)
+    if settings.attention_slicing:
+        pipe.enable_attention_slicing()
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and settings.vae_slicing:
+        vae.enable_slicing()
+    if vae is not None and settings.vae_tiling:
+        vae.enable_tiling()
+    if settings.torch_compile:
+        # Compile only the UNet: it is where the time goes, and compiling the rest
+        # costs start-up time for little gain. The caller warms it up before ready.
+        pipe.unet = torch.compile(pipe.unet)
+    return pipe
+
+
+def execution_device(pipe: Any) -> torch.device:
+    """Where the pipeline computes (with offload the modules sit on CPU in between)."""
+    dev = getattr(pipe, "_execution_device", None)
+    return dev if isinstance(dev, torch.device) else torch.device("cpu")
+
+
+def generators(device: torch.device, seeds: list[int]) -> list[torch.Generator]:
+    """One generator per image, so each image's noise depends only on its own seed.
+    On CUDA they live on the device (CUDA's RNG stream, not CPU's): the same seed gives
+    different images on CPU and on GPU, but the same image on every GPU run."""
+    gen_device = device if device.type == "cuda" else torch.device("cpu")
+    return [torch.Generator(device=gen_device).manual_seed(s) for s in seeds]
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,141 @@
+"""Load a catalog entry into a diffusers pipeline: safetensors only, offline by default.
+
+Pickle-based weights are refused *before* any file is opened (``catalog.refuse_pickle``
+on the source, a directory scan for diffusers folders): nothing here ever unpickles.
+The diffusers safety checker is never loaded; image safety is its own layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sdserve.config import Settings
+from sdserve.domain.errors import ModelLoadError, UnsafeWeights
+from sdserve.engine.base import ModelInfo
+from sdserve.engine.catalog import PICKLE_SUFFIXES, refuse_pickle
+from sdserve.engine.device import placement
+
+log = logging.getLogger(__name__)
+
+# A pipeline never needs these to generate; skipping them avoids loading the
+# diffusers NSFW checker (and its weights) that real SD folders still list.
+_NO_SAFETY: dict[str, Any] = {
+    "safety_checker": None,
+    "feature_extractor": None,
+    "requires_safety_checker": False,
+}
+_WEIGHTLESS = {"tokenizer", "tokenizer_2", "scheduler", "safety_checker", "feature_extractor"}
+
+
+def pipeline_class(family: str) -> Any:
+    from diffusers import (
+        AutoPipelineForText2Image,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    if family == "sdxl":
+        return StableDiffusionXLPipeline
+    if family == "unknown":  # a hub id: let its model_index.json decide
+        return AutoPipelineForText2Image
+    return StableDiffusionPipeline
+
+
+def check_folder_weights(folder: Path) -> None:
+    """Refuse a diffusers folder where a component has only pickle weights.
+
+    ``use_safetensors=True`` would also fail, but with a generic message; this names
+    the component and the fix, and runs before diffusers touches any file.
+    """
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if sub.name in _WEIGHTLESS:
+            continue
+        files = [f.name for f in sub.iterdir() if f.is_file()]
+        has_safe = any(f.endswith(".safetensors") for f in files)
+        pickled = sorted(f for f in files if f.lower().endswith(PICKLE_SUFFIXES))
+        if pickled and not has_safe:
+            raise UnsafeWeights(
+                f"refusing to load {folder}: component {sub.name!r} has only pickle-based "
+                f"weights ({', '.join(pickled)}); convert them to .safetensors "
+                "(e.g. load once in a sandbox and save_pretrained(safe_serialization=True))"
+            )
+
+
+def find_single_file_config(checkpoint: Path, family: str, settings: Settings) -> Path | None:
+    """A local diffusers config folder for a single-file checkpoint, if one exists.
+
+    Looked for, in order: ``<stem>.config/`` beside the checkpoint, then
+    ``<models_dir>/configs/<family>/`` (sd1, sd2, sdxl). Configs only, no weights.
+    """
+    candidates = [
+        checkpoint.with_name(checkpoint.stem + ".config"),
+        settings.resolved_models_dir / "configs" / family,
+    ]
+    for c in candidates:
+        if (c / "model_index.json").is_file():
+            return c
+    return None
+
+
+def _from_folder(cls: Any, folder: Path, kwargs: dict[str, Any]) -> Any:
+    check_folder_weights(folder)
+    try:
+        return cls.from_pretrained(
+            str(folder), use_safetensors=True, local_files_only=True, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"could not load {folder}: {exc} (only .safetensors weights are loaded)"
+        ) from exc
+
+
+def _from_single_file(
+    cls: Any, info: ModelInfo, path: Path, settings: Settings, kwargs: dict[str, Any]
+) -> Any:
+    family = info.family if info.family in ("sd1", "sd2", "sdxl") else "sd1"
+    config = find_single_file_config(path, family, settings)
+    if config is None and not settings.allow_hub_downloads:
+        raise ModelLoadError(
+            f"{path.name} is a single-file checkpoint ({family}); loading it offline needs "
+            f"a diffusers config folder (model_index.json + component configs + tokenizer "
+            f"files, no weights). Put one at {path.with_name(path.stem + '.config')} or "
+            f"{settings.resolved_models_dir / 'configs' / family}, or convert the "
+            "checkpoint to a diffusers folder, or set SDSERVE_ALLOW_HUB_DOWNLOADS=true"
+        )
+    extra: dict[str, Any] = (
+        {"config": str(config), "local_files_only": True} if config is not None else {}
+    )
+    try:
+        return cls.from_single_file(str(path), **extra, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {path}: {exc}") from exc
+
+
+def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
+    """Build the pipeline for ``info`` with Settings' dtype (not yet moved to a device)."""
+    refuse_pickle(info.source)
+    cls = pipeline_class(info.family)
+    kwargs: dict[str, Any] = {"torch_dtype": placement(settings).dtype}
+    if info.family != "sdxl":
+        kwargs.update(_NO_SAFETY)
+    path = Path(info.source)
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"{path} is not a diffusers folder (no model_index.json)")
+        return _from_folder(cls, path, kwargs)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise UnsafeWeights(f"refusing to load {path.name}: only .safetensors is loaded")
+        return _from_single_file(cls, info, path, settings, kwargs)
+    if not settings.allow_hub_downloads:
+        raise ModelLoadError(
+            f"model {info.source!r} is not a local folder or file, and hub downloads are "
+            "off (SDSERVE_ALLOW_HUB_DOWNLOADS=true to allow them)"
+        )
+    log.info("downloading %s from the hub (safetensors only)", info.source)
+    try:
+        return cls.from_pretrained(info.source, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load {info.source!r}: {exc}") from exc
