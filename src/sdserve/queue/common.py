@@ -1,0 +1,60 @@
+"""Rules every JobQueue backend shares, so the backends cannot drift apart."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from typing import Any
+
+from sdserve.domain.errors import InvalidRequest
+from sdserve.domain.jobs import Job, JobError, JobStatus
+
+_EVENTS = {
+    JobStatus.succeeded: "job.succeeded",
+    JobStatus.failed: "job.failed",
+    JobStatus.canceled: "job.canceled",
+}
+
+
+def now_or(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def new_outbox_id() -> str:
+    return "obx_" + uuid.uuid4().hex
+
+
+def outbox_payload(job: Job) -> dict[str, Any]:
+    """The webhook body: the client view of the job plus the event type."""
+    payload = job.public()
+    payload["event"] = _EVENTS[job.status]
+    return payload
+
+
+def lease_expired_error(attempts: int) -> JobError:
+    return JobError(
+        type="lease_expired",
+        message=f"worker lease expired; gave up after {attempts} attempt(s)",
+    )
+
+
+def retry_keeps_going(job: Job, retryable: bool) -> bool:
+    return retryable and job.attempts < job.max_attempts
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The seq to continue below; a malformed cursor is a client error."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("s:"):
+            raise ValueError(raw)
+        return int(raw[2:])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest.single("cursor", "invalid pagination cursor") from exc

@@ -1,0 +1,359 @@
+"""SQLite JobQueue: the embedded default, shared by the API process and its workers.
+
+Concurrency: one connection per thread (and per process: a forked child opens its
+own), every write is one short ``BEGIN IMMEDIATE`` transaction, so the writers of
+all processes queue on SQLite's lock (``busy_timeout``) instead of failing.
+
+Durability: WAL + ``synchronous=FULL`` by default. With WAL, ``NORMAL`` already
+survives a killed *process* (the commit is in the WAL file, the OS has it); only an
+OS crash or power cut can roll back the last commits. Our promise is "a 2xx means
+the job is never lost", which includes the machine going down, so FULL (an fsync of
+the WAL per commit) is the default; pass ``synchronous="NORMAL"`` to trade that last
+guarantee for throughput.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sdserve.domain.errors import Conflict, NotFound, QueueFull
+from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
+from sdserve.domain.requests import Priority
+from sdserve.queue import sqlite_ops as ops
+from sdserve.queue import sqlite_schema as schema
+from sdserve.queue.base import Claim, JobPage, ListFilter, OutboxEntry, QueueStats
+from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate, select_batch, window_wait
+from sdserve.queue.common import (
+    decode_cursor,
+    encode_cursor,
+    now_or,
+    retry_keeps_going,
+)
+
+_COLS = ops.COLS
+_LEASE_CLEARED = ops.LEASE_CLEARED
+_HELD = ops.HELD
+
+
+class SqliteQueue:
+    def __init__(self, path: Path, max_depth: int = 10_000, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"unsupported synchronous mode {synchronous!r}")
+        self.path = Path(path)
+        self.max_depth = max_depth
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._closed = False
+        schema.migrate(self._conn())
+
+    # --- connections and transactions ---
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        if self._closed:
+            raise RuntimeError("SqliteQueue is closed")
+        conn = schema.connect(self.path, self._synchronous)
+        self._local.conn, self._local.pid = conn, os.getpid()
+        with self._conns_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- submit / read ---
+    def enqueue(self, job: NewJob, now: float | None = None) -> tuple[Job, bool]:
+        ts = now_or(now)
+        with self._write() as conn:
+            existing = ops.idempotent_match(conn, job)
+            if existing is not None:
+                return existing, False
+            depth = conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()
+            if depth[0] >= self.max_depth:
+                raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
+            row = conn.execute(
+                "INSERT INTO jobs (id, spec, status, priority_rank, batch_key, num_images,"
+                " available_at, created_at, updated_at, max_attempts, callback_url,"
+                " idempotency_key, request_hash, owner)"
+                f" VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLS}",
+                (job.id, job.spec.model_dump_json(), job.spec.priority.rank,
+                 job.spec.batch_key, job.spec.num_images, ts, ts, ts, job.max_attempts,
+                 job.callback_url, job.idempotency_key, job.request_hash, job.owner),
+            ).fetchone()
+        return schema.row_to_job(row), True
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return schema.row_to_job(row) if row else None
+
+    def list_jobs(self, flt: ListFilter) -> JobPage:
+        below = decode_cursor(flt.cursor)
+        where, params = ["1 = 1"], []
+        for clause, value in (
+            ("status = ?", flt.status.value if flt.status else None),
+            ("priority_rank = ?", flt.priority.rank if flt.priority else None),
+            ("owner = ?", flt.owner),
+            ("seq < ?", below),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        rows = self._conn().execute(
+            f"SELECT {_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+            (*params, flt.limit + 1),
+        ).fetchall()
+        more = len(rows) > flt.limit
+        rows = rows[: flt.limit]
+        cursor = encode_cursor(rows[-1]["seq"]) if more and rows else None
+        return JobPage([schema.row_to_job(r) for r in rows], cursor)
+
+    def queue_position(self, job_id: str) -> int | None:
+        conn = self._conn()
+        conn.execute("BEGIN")  # one snapshot for both reads
+        try:
+            mine = conn.execute(
+                "SELECT priority_rank, seq FROM jobs WHERE id = ? AND status = 'queued'",
+                (job_id,),
+            ).fetchone()
+            if mine is None:
+                return None
+            rank, seq = mine
+            ahead = conn.execute(
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND"
+                " (priority_rank < ? OR (priority_rank = ? AND seq < ?))",
+                (rank, rank, seq),
+            ).fetchone()
+            return int(ahead[0])
+        finally:
+            conn.execute("COMMIT")
+
+    def stats(self, now: float | None = None) -> QueueStats:
+        ts = now_or(now)
+        conn = self._conn()
+        queued = {p.value: 0 for p in Priority}
+        oldest: float | None = None
+        conn.execute("BEGIN")
+        try:
+            for rank, count, first in conn.execute(
+                "SELECT priority_rank, count(*), min(created_at) FROM jobs"
+                " WHERE status = 'queued' GROUP BY priority_rank"
+            ):
+                queued[Priority.from_rank(rank).value] = count
+                oldest = first if oldest is None else min(oldest, first)
+            running = conn.execute("SELECT count(*) FROM jobs WHERE status = 'running'")
+            n_running = running.fetchone()[0]
+            dead = conn.execute("SELECT count(*) FROM jobs WHERE dead_lettered = 1")
+            n_dead = dead.fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+        age = ts - oldest if oldest is not None else None
+        return QueueStats(queued, n_running, n_dead, age)
+
+    # --- worker side ---
+    def claim_batch(
+        self,
+        worker_id: str,
+        max_images: int,
+        lease_seconds: float,
+        window_seconds: float = 0.0,
+        now: float | None = None,
+    ) -> Claim:
+        ts = now_or(now)
+        with self._write() as conn:
+            ops.reclaim(conn, ts)
+            cur = conn.execute(
+                "SELECT id, priority_rank, batch_key, num_images, created_at FROM jobs"
+                " WHERE status = 'queued' AND available_at <= ?"
+                " ORDER BY priority_rank, seq LIMIT ?",
+                (ts, CANDIDATE_SCAN_LIMIT),
+            )
+            # select_batch reads the cursor lazily and stops early.
+            selection = select_batch((Candidate(*row) for row in cur), max_images)
+            cur.close()
+            if selection is None:
+                return Claim([], None)
+            wait = window_wait(selection, max_images, window_seconds, ts)
+            if wait > 0:
+                return Claim([], wait)
+            ids = [c.key for c in selection.chosen]
+            rows = conn.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+                " started_at = coalesce(started_at, ?), lease_owner = ?,"
+                " lease_expires_at = ?, updated_at = ?"
+                f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING {_COLS}",
+                (ts, worker_id, ts + lease_seconds, ts, *ids),
+            ).fetchall()
+        by_id = {row["id"]: schema.row_to_job(row) for row in rows}
+        return Claim([by_id[i] for i in ids])
+
+    def heartbeat(
+        self, worker_id: str, job_ids: list[str], lease_seconds: float, now: float | None = None
+    ) -> set[str]:
+        if not job_ids:
+            return set()
+        ts = now_or(now)
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
+                f" WHERE id IN ({', '.join('?' * len(job_ids))}) AND {_HELD} RETURNING id",
+                (ts + lease_seconds, ts, *job_ids, worker_id),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def update_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
+        with self._write() as conn:
+            ops.update_if(conn, job_id, {"progress_step": step, "progress_total": total,
+                                      "updated_at": now_or(None)}, worker_id)
+
+    def complete(
+        self, job_id: str, worker_id: str, result: JobResult, now: float | None = None
+    ) -> bool:
+        with self._write() as conn:
+            done = ops.finish(conn, job_id, JobStatus.succeeded, now_or(now), worker_id,
+                           result=result, error=None)
+        return done is not None
+
+    def fail(
+        self,
+        job_id: str,
+        worker_id: str,
+        error: JobError,
+        retryable: bool,
+        retry_delay: float = 0.0,
+        now: float | None = None,
+    ) -> Job | None:
+        ts = now_or(now)
+        with self._write() as conn:
+            job = ops.held(conn, job_id, worker_id)
+            if job is None:
+                return None
+            if retry_keeps_going(job, retryable):
+                return ops.update(conn, job_id, {
+                    "status": JobStatus.queued, "error": error, "progress_step": 0,
+                    "available_at": ts + retry_delay, "updated_at": ts, **_LEASE_CLEARED,
+                })
+            return ops.finish(conn, job_id, JobStatus.failed, ts, None, error=error,
+                           dead_lettered=retryable)
+
+    def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
+        ts = now_or(None)
+        with self._write() as conn:
+            for job_id in job_ids:
+                job = ops.held(conn, job_id, worker_id)
+                if job is None:
+                    continue
+                attempts = max(job.attempts - 1, 0) if refund_attempt else job.attempts
+                ops.update(conn, job_id, {
+                    "status": JobStatus.queued, "attempts": attempts,
+                    "started_at": job.started_at if attempts else None,
+                    "progress_step": 0, "updated_at": ts, **_LEASE_CLEARED,
+                })
+
+    def cancel(self, job_id: str, now: float | None = None) -> Job:
+        ts = now_or(now)
+        with self._write() as conn:
+            job = ops.fetch(conn, job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if job.status == JobStatus.queued:
+                return ops.finish_unchecked(conn, job_id, JobStatus.canceled, ts)
+            if job.status == JobStatus.running and not job.cancel_requested:
+                return ops.update(conn, job_id, {"cancel_requested": True, "updated_at": ts})
+            return job
+
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        if not job_ids:
+            return set()
+        rows = self._conn().execute(
+            f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})"
+            " AND status = 'running' AND cancel_requested = 1",
+            job_ids,
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
+        with self._write() as conn:
+            return ops.finish(conn, job_id, JobStatus.canceled, now_or(now), worker_id) is not None
+
+    def reclaim_expired(self, now: float | None = None) -> list[str]:
+        with self._write() as conn:
+            return ops.reclaim(conn, now_or(now))
+
+    def dead_letters(self, limit: int = 100) -> list[Job]:
+        rows = self._conn().execute(
+            f"SELECT {_COLS} FROM jobs WHERE dead_lettered = 1 AND status = 'failed'"
+            " ORDER BY finished_at DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [schema.row_to_job(r) for r in rows]
+
+    def requeue_dead_letter(self, job_id: str) -> Job:
+        ts = now_or(None)
+        with self._write() as conn:
+            job = ops.fetch(conn, job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if not job.dead_lettered:
+                raise Conflict(f"job {job_id} is not in the dead letters")
+            return ops.update(conn, job_id, {
+                "status": JobStatus.queued, "attempts": 0, "dead_lettered": False,
+                "error": None, "started_at": None, "finished_at": None, "progress_step": 0,
+                "updated_at": ts,  # available_at stays: <= the last claim, so ready now
+            })
+
+    # --- webhook outbox ---
+    def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
+        rows = self._conn().execute(
+            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, created_at LIMIT ?",
+            (now_or(now), limit),
+        ).fetchall()
+        return [schema.row_to_outbox(r) for r in rows]
+
+    def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
+        self._outbox_update(entry_id, "status = 'delivered'", ())
+
+    def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None:
+        self._outbox_update(entry_id, "next_attempt_at = ?, last_error = ?",
+                            (next_attempt_at, error))
+
+    def outbox_give_up(self, entry_id: str, error: str) -> None:
+        self._outbox_update(entry_id, "status = 'failed', last_error = ?", (error,))
+
+    def outbox_get(self, entry_id: str) -> OutboxEntry | None:
+        row = self._conn().execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+        return schema.row_to_outbox(row) if row else None
+
+    def _outbox_update(self, entry_id: str, sets: str, params: tuple[Any, ...]) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE outbox SET {sets}, attempts = attempts + 1 WHERE id = ?",
+                (*params, entry_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"outbox entry {entry_id} not found")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            conns, self._all_conns = self._all_conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()

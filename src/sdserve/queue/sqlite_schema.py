@@ -1,0 +1,167 @@
+"""SQLite schema, connection setup and row mapping for ``SqliteQueue``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from sdserve.domain.errors import SdserveError
+from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus
+from sdserve.domain.requests import JobSpec
+from sdserve.queue.base import OutboxEntry
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+
+JOB_COLUMNS = (
+    "id, seq, spec, status, created_at, started_at, finished_at, updated_at, attempts, "
+    "max_attempts, progress_step, progress_total, cancel_requested, dead_lettered, "
+    "callback_url, idempotency_key, request_hash, owner, lease_owner, lease_expires_at, "
+    "result, error"
+)
+
+# seq is the rowid: claim order within a priority and the list/cursor order. The
+# claim index serves claim, queue_position, stats and the depth check; the other
+# indexes are partial so they cost nothing for the rows they do not describe.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority_rank INTEGER NOT NULL,
+    batch_key TEXT NOT NULL,
+    num_images INTEGER NOT NULL,
+    available_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    updated_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    progress_step INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    callback_url TEXT,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    owner TEXT,
+    lease_owner TEXT,
+    lease_expires_at REAL,
+    result TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, priority_rank, seq);
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key, owner)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (finished_at) WHERE dead_lettered = 1;
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    last_error TEXT,
+    status TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+"""
+
+
+def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes,
+    # so two processes never both read-then-upgrade and deadlock into SQLITE_BUSY).
+    # check_same_thread=False only so close() may close every thread's connection; each
+    # connection is otherwise used by the one thread that opened it.
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create or check the schema; safe when several processes open the file at once."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # executescript() would COMMIT first, so run statements one by one.
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0]
+        if version is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif version > SCHEMA_VERSION:
+            raise SdserveError(
+                f"database schema v{version} is newer than this sdserve (v{SCHEMA_VERSION})"
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def sql_value(value: Any) -> Any:
+    """Python value -> SQLite parameter (models as JSON, enums as text, bools as 0/1)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, JobStatus):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def row_to_job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        spec=JobSpec.model_validate_json(row["spec"]),
+        status=JobStatus(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        updated_at=row["updated_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        progress_step=row["progress_step"],
+        progress_total=row["progress_total"],
+        cancel_requested=bool(row["cancel_requested"]),
+        dead_lettered=bool(row["dead_lettered"]),
+        callback_url=row["callback_url"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+        owner=row["owner"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        result=JobResult.model_validate_json(row["result"]) if row["result"] else None,
+        error=JobError.model_validate_json(row["error"]) if row["error"] else None,
+    )
+
+
+def row_to_outbox(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        id=row["id"],
+        job_id=row["job_id"],
+        url=row["url"],
+        payload=json.loads(row["payload"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        last_error=row["last_error"],
+        status=row["status"],
+    )

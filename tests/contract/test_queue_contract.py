@@ -1,0 +1,474 @@
+"""The one JobQueue contract: every backend must pass every test here.
+
+Add a backend by adding a branch to ``_Backends.make`` and its name to ``BACKENDS``.
+Time-dependent tests pass explicit ``now=`` values instead of sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdserve.domain.errors import IdempotencyConflict, NotFound, QueueFull
+from sdserve.domain.jobs import ImageRef, JobError, JobResult, JobStatus, NewJob
+from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+from sdserve.queue.base import JobQueue, ListFilter
+
+BACKENDS = ["memory", "sqlite"]
+T0 = 1_000_000.0
+LEASE = 30.0
+
+
+class _Backends:
+    def __init__(self, name: str, tmp_path: Path) -> None:
+        self.name = name
+        self.db = tmp_path / "queue.db"
+        self.opened: list[JobQueue] = []
+
+    def make(self, max_depth: int = 10_000) -> JobQueue:
+        queue: JobQueue
+        if self.name == "memory":
+            from sdserve.queue.memory import MemoryQueue
+
+            queue = MemoryQueue(max_depth=max_depth)
+        elif self.name == "sqlite":
+            from sdserve.queue.sqlite import SqliteQueue
+
+            queue = SqliteQueue(self.db, max_depth=max_depth)
+        else:  # pragma: no cover - a new backend adds its branch here
+            raise AssertionError(self.name)
+        self.opened.append(queue)
+        return queue
+
+    @property
+    def durable(self) -> bool:
+        return self.name != "memory"
+
+    def close_all(self) -> None:
+        for queue in self.opened:
+            queue.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Backends]:
+    b = _Backends(request.param, tmp_path)
+    yield b
+    b.close_all()
+
+
+@pytest.fixture
+def queue(backends: _Backends) -> JobQueue:
+    return backends.make()
+
+
+def spec(
+    priority: Priority = Priority.normal, key: str = "A", images: int = 1, prompt: str = "a cat"
+) -> JobSpec:
+    # The batch key follows from model/size/steps...; "key" picks the width.
+    width = {"A": 512, "B": 768, "C": 640}[key]
+    return JobSpec(
+        prompt=prompt, negative_prompt="", width=width, height=512, num_inference_steps=20,
+        guidance_scale=7.5, seed=42, num_images=images, scheduler="euler_a", model="demo",
+        priority=priority, output_format=OutputFormat.png,
+    )
+
+
+def add(
+    q: JobQueue, at: float = T0, priority: Priority = Priority.normal, key: str = "A",
+    images: int = 1, **kw: Any,
+) -> str:
+    job, created = q.enqueue(NewJob(spec=spec(priority, key, images), **kw), now=at)
+    assert created
+    return job.id
+
+
+def claim(q: JobQueue, at: float, max_images: int = 4, worker: str = "w1",
+          window: float = 0.0) -> list[str]:
+    return [j.id for j in q.claim_batch(worker, max_images, LEASE, window, now=at).jobs]
+
+
+def result() -> JobResult:
+    return JobResult(images=[ImageRef(id="img.png", seed=42)], generation_time=1.0, seed_used=42)
+
+
+ERR = JobError(type="generation_failed", message="boom")
+
+
+# --- submit / read ---
+
+
+def test_enqueue_get_roundtrip(queue: JobQueue) -> None:
+    new = NewJob(spec=spec(Priority.high, images=2), callback_url="https://example.com/h",
+                 idempotency_key="k", request_hash="h", owner="alice", max_attempts=5)
+    job, created = queue.enqueue(new, now=T0)
+    assert created and job.id == new.id
+    got = queue.get(new.id)
+    assert got == job
+    assert got.status == JobStatus.queued and got.spec == new.spec
+    assert got.created_at == T0 and got.attempts == 0 and got.max_attempts == 5
+    assert (got.owner, got.callback_url, got.idempotency_key) == (
+        "alice", "https://example.com/h", "k")
+    assert queue.get("job_missing") is None
+
+
+def test_durable_across_reopen(backends: _Backends) -> None:
+    if not backends.durable:
+        pytest.skip("in-memory backend keeps nothing")
+    first = backends.make()
+    job_id = add(first)
+    first.close()
+    again = backends.make()
+    got = again.get(job_id)
+    assert got is not None and got.status == JobStatus.queued
+    assert claim(again, T0) == [job_id]
+
+
+def test_idempotency(queue: JobQueue) -> None:
+    new = NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="alice")
+    job, created = queue.enqueue(new, now=T0)
+    retry = NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="alice")
+    same, created_again = queue.enqueue(retry, now=T0 + 1)
+    assert created and not created_again and same.id == job.id
+    with pytest.raises(IdempotencyConflict):
+        queue.enqueue(NewJob(spec=spec(), idempotency_key="k1", request_hash="h2",
+                             owner="alice"), now=T0 + 2)
+    other, created_other = queue.enqueue(
+        NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="bob"), now=T0 + 3)
+    assert created_other and other.id != job.id
+
+
+def test_queue_full(backends: _Backends) -> None:
+    q = backends.make(max_depth=2)
+    add(q)
+    add(q)
+    with pytest.raises(QueueFull):
+        add(q)
+    claim(q, T0, max_images=1)  # one leaves the queue: room again
+    add(q)
+
+
+# --- claim order, priorities, batching ---
+
+
+def test_priority_order_and_fifo(queue: JobQueue) -> None:
+    low = add(queue, T0, Priority.low)
+    n1 = add(queue, T0 + 1, Priority.normal, key="B")
+    h1 = add(queue, T0 + 2, Priority.high, key="C")
+    n2 = add(queue, T0 + 3, Priority.normal, key="A")
+    h2 = add(queue, T0 + 4, Priority.high, key="B")
+    order = [claim(queue, T0 + 10, max_images=1) for _ in range(5)]
+    assert order == [[h1], [h2], [n1], [n2], [low]]
+    assert claim(queue, T0 + 10) == []
+
+
+def test_priority_promise_no_lower_companion_while_higher_waits(queue: JobQueue) -> None:
+    head = add(queue, T0, Priority.high, key="A")
+    waiting_high = add(queue, T0 + 1, Priority.high, key="B")
+    add(queue, T0 + 2, Priority.normal, key="A")
+    assert claim(queue, T0 + 5) == [head]
+    assert claim(queue, T0 + 5) == [waiting_high]
+
+
+def test_lower_priority_companion_joins_when_nothing_better_waits(queue: JobQueue) -> None:
+    head = add(queue, T0, Priority.high, key="A")
+    normal = add(queue, T0 + 1, Priority.normal, key="A")
+    add(queue, T0 + 2, Priority.low, key="B")
+    assert claim(queue, T0 + 5) == [head, normal]
+
+
+def test_batching_compatible_up_to_max_images(queue: JobQueue) -> None:
+    a1 = add(queue, T0, images=2)
+    b1 = add(queue, T0 + 1, key="B")
+    a2 = add(queue, T0 + 2, images=1)
+    a3 = add(queue, T0 + 3, images=2)  # would exceed 4 images
+    a4 = add(queue, T0 + 4, images=1)
+    batch = queue.claim_batch("w1", 4, LEASE, now=T0 + 5).jobs
+    assert [j.id for j in batch] == [a1, a2, a4]
+    assert sum(j.num_images for j in batch) == 4
+    assert claim(queue, T0 + 5) == [b1]
+    assert claim(queue, T0 + 5) == [a3]
+
+
+def test_head_larger_than_max_images_claimed_alone(queue: JobQueue) -> None:
+    big = add(queue, T0, images=6)
+    small = add(queue, T0 + 1)
+    assert claim(queue, T0 + 2, max_images=4) == [big]
+    assert claim(queue, T0 + 2, max_images=4) == [small]
+
+
+def test_batch_window(queue: JobQueue) -> None:
+    first = add(queue, T0)
+    early = queue.claim_batch("w1", 4, LEASE, window_seconds=0.5, now=T0 + 0.1)
+    assert early.jobs == []
+    assert early.retry_after == pytest.approx(0.4)
+    second = add(queue, T0 + 0.2)
+    assert claim(queue, T0 + 0.6, window=0.5) == [first, second]
+    empty = queue.claim_batch("w1", 4, LEASE, window_seconds=0.5, now=T0 + 0.7)
+    assert empty.jobs == [] and empty.retry_after is None
+
+
+def test_full_batch_does_not_wait_for_window(queue: JobQueue) -> None:
+    a = add(queue, T0, images=2)
+    b = add(queue, T0, images=2)
+    assert claim(queue, T0 + 0.01, window=5.0) == [a, b]
+
+
+def test_claim_sets_lease_attempts_and_started_at(queue: JobQueue) -> None:
+    job_id = add(queue)
+    (job,) = queue.claim_batch("w1", 4, LEASE, now=T0 + 1).jobs
+    assert job.status == JobStatus.running and job.attempts == 1
+    assert job.lease_owner == "w1" and job.lease_expires_at == T0 + 1 + LEASE
+    assert job.started_at == T0 + 1
+    assert queue.get(job_id) == job
+
+
+# --- leases, retries, dead letters ---
+
+
+def test_lease_expiry_reclaims_and_counts_attempts(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=3)
+    assert claim(queue, T0, worker="w1") == [job_id]
+    assert queue.reclaim_expired(now=T0 + LEASE - 1) == []
+    assert queue.reclaim_expired(now=T0 + LEASE + 1) == [job_id]
+    job = queue.get(job_id)
+    assert job.status == JobStatus.queued and job.lease_owner is None and job.attempts == 1
+    (again,) = queue.claim_batch("w2", 4, LEASE, now=T0 + 40).jobs
+    assert again.attempts == 2 and again.started_at == T0  # first start kept
+
+
+def test_claim_reclaims_expired_leases_first(queue: JobQueue) -> None:
+    job_id = add(queue)
+    claim(queue, T0, worker="w1")
+    assert claim(queue, T0 + LEASE + 1, worker="w2") == [job_id]
+    assert queue.complete(job_id, "w1", result(), now=T0 + 32) is False
+    assert queue.complete(job_id, "w2", result(), now=T0 + 33) is True
+
+
+def test_max_attempts_dead_letters_and_requeue(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=2)
+    t = T0
+    for _ in range(2):
+        assert claim(queue, t) == [job_id]
+        t += LEASE + 1
+        queue.reclaim_expired(now=t)
+    job = queue.get(job_id)
+    assert job.status == JobStatus.failed and job.dead_lettered and job.attempts == 2
+    assert job.error is not None and job.error.type == "lease_expired"
+    assert job.lease_owner is None and job.finished_at == t
+    dead = queue.dead_letters()
+    assert [d.id for d in dead] == [job_id] and dead[0].error == job.error
+    assert queue.stats(now=t).dead_letters == 1
+    requeued = queue.requeue_dead_letter(job_id)
+    assert requeued.status == JobStatus.queued and requeued.attempts == 0
+    assert not requeued.dead_lettered and queue.dead_letters() == []
+    assert claim(queue, t + 1) == [job_id]
+
+
+def test_heartbeat_extends_only_held_leases(queue: JobQueue) -> None:
+    mine = add(queue)
+    other = add(queue, key="B")
+    claim(queue, T0, worker="w1")
+    claim(queue, T0, worker="w2")
+    held = queue.heartbeat("w1", [mine, other, "job_missing"], LEASE, now=T0 + 20)
+    assert held == {mine}
+    assert queue.get(mine).lease_expires_at == T0 + 20 + LEASE
+    assert queue.reclaim_expired(now=T0 + LEASE + 1) == [other]
+    assert queue.get(mine).status == JobStatus.running
+
+
+def test_stale_worker_cannot_complete_or_fail(queue: JobQueue) -> None:
+    job_id = add(queue)
+    claim(queue, T0, worker="w1")
+    queue.reclaim_expired(now=T0 + LEASE + 1)
+    claim(queue, T0 + LEASE + 2, worker="w2")
+    before = queue.get(job_id)
+    assert queue.complete(job_id, "w1", result(), now=T0 + 40) is False
+    assert queue.fail(job_id, "w1", ERR, retryable=False, now=T0 + 40) is None
+    assert queue.mark_canceled(job_id, "w1", now=T0 + 40) is False
+    queue.update_progress(job_id, "w1", 5, 20)
+    assert queue.get(job_id) == before
+
+
+def test_complete_and_progress(queue: JobQueue) -> None:
+    job_id = add(queue)
+    claim(queue, T0)
+    queue.update_progress(job_id, "w1", 7, 20)
+    job = queue.get(job_id)
+    assert (job.progress_step, job.progress_total) == (7, 20)
+    assert queue.complete(job_id, "w1", result(), now=T0 + 5)
+    done = queue.get(job_id)
+    assert done.status == JobStatus.succeeded and done.result == result()
+    assert done.finished_at == T0 + 5 and done.lease_owner is None
+    assert done.lease_expires_at is None
+    assert queue.complete(job_id, "w1", result(), now=T0 + 6) is False
+
+
+def test_fail_retryable_requeues_with_delay(queue: JobQueue) -> None:
+    first = add(queue, max_attempts=3)
+    later = add(queue, T0 + 1)
+    claim(queue, T0 + 2, max_images=1)
+    job = queue.fail(first, "w1", ERR, retryable=True, retry_delay=10.0, now=T0 + 3)
+    assert job is not None and job.status == JobStatus.queued and job.error == ERR
+    assert claim(queue, T0 + 4, max_images=1) == [later]
+    assert claim(queue, T0 + 12, max_images=1) == []
+    assert claim(queue, T0 + 13, max_images=1) == [first]
+
+
+def test_retried_job_keeps_its_place(queue: JobQueue) -> None:
+    first = add(queue)
+    second = add(queue, T0 + 1)
+    claim(queue, T0 + 2, max_images=1)
+    queue.fail(first, "w1", ERR, retryable=True, now=T0 + 3)
+    assert queue.queue_position(first) == 0 and queue.queue_position(second) == 1
+    assert claim(queue, T0 + 4, max_images=1) == [first]
+
+
+def test_fail_retryable_out_of_attempts_dead_letters(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=1)
+    claim(queue, T0)
+    job = queue.fail(job_id, "w1", ERR, retryable=True, now=T0 + 1)
+    assert job is not None and job.status == JobStatus.failed and job.dead_lettered
+    assert [d.id for d in queue.dead_letters()] == [job_id]
+
+
+def test_fail_non_retryable_fails_without_dead_letter(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=3)
+    claim(queue, T0)
+    job = queue.fail(job_id, "w1", ERR, retryable=False, now=T0 + 1)
+    assert job is not None and job.status == JobStatus.failed and not job.dead_lettered
+    assert job.error == ERR and job.finished_at == T0 + 1 and job.lease_owner is None
+    assert queue.dead_letters() == []
+
+
+def test_release_keeps_place_and_refunds_attempt(queue: JobQueue) -> None:
+    first = add(queue)
+    second = add(queue, T0 + 1)
+    assert claim(queue, T0 + 2, max_images=1) == [first]
+    queue.release([first], "w1")
+    job = queue.get(first)
+    assert job.status == JobStatus.queued and job.attempts == 0 and job.lease_owner is None
+    assert queue.queue_position(first) == 0 and queue.queue_position(second) == 1
+    claim(queue, T0 + 3, max_images=1)
+    queue.release([first], "w1", refund_attempt=False)
+    assert queue.get(first).attempts == 1
+    queue.release([second], "w1")  # not held: ignored
+    assert queue.get(second).status == JobStatus.queued
+
+
+# --- cancel ---
+
+
+def test_cancel_queued_running_terminal_unknown(queue: JobQueue) -> None:
+    running = add(queue)
+    queued = add(queue, key="B")
+    claim(queue, T0, max_images=1)
+    canceled = queue.cancel(queued, now=T0 + 1)
+    assert canceled.status == JobStatus.canceled and canceled.finished_at == T0 + 1
+    asked = queue.cancel(running, now=T0 + 2)
+    assert asked.status == JobStatus.running and asked.cancel_requested
+    assert queue.cancel_requested([running, queued]) == {running}
+    assert queue.mark_canceled(running, "w1", now=T0 + 3)
+    done = queue.get(running)
+    assert done.status == JobStatus.canceled and done.lease_owner is None
+    assert queue.cancel(running, now=T0 + 4) == done  # terminal: unchanged
+    with pytest.raises(NotFound):
+        queue.cancel("job_missing")
+
+
+# --- reads ---
+
+
+def test_queue_position_counts_priority(queue: JobQueue) -> None:
+    n1 = add(queue, T0, Priority.normal)
+    low = add(queue, T0 + 1, Priority.low)
+    high = add(queue, T0 + 2, Priority.high)
+    n2 = add(queue, T0 + 3, Priority.normal)
+    assert [queue.queue_position(j) for j in (high, n1, n2, low)] == [0, 1, 2, 3]
+    claim(queue, T0 + 4, max_images=1)
+    assert queue.queue_position(high) is None
+    assert queue.queue_position("job_missing") is None
+
+
+def test_list_jobs_filters_and_pagination(queue: JobQueue) -> None:
+    ids = [add(queue, T0 + i, Priority.high if i % 2 else Priority.normal,
+               owner="alice" if i < 4 else "bob") for i in range(6)]
+    claim(queue, T0 + 10, max_images=1)  # ids[1]: the oldest high
+    page = queue.list_jobs(ListFilter(limit=4))
+    assert [j.id for j in page.jobs] == ids[::-1][:4] and page.next_cursor
+    rest = queue.list_jobs(ListFilter(limit=4, cursor=page.next_cursor))
+    assert [j.id for j in rest.jobs] == ids[1::-1] and rest.next_cursor is None
+    by_owner = queue.list_jobs(ListFilter(owner="bob"))
+    assert [j.id for j in by_owner.jobs] == [ids[5], ids[4]]
+    high = queue.list_jobs(ListFilter(priority=Priority.high))
+    assert [j.id for j in high.jobs] == [ids[5], ids[3], ids[1]]
+    running = queue.list_jobs(ListFilter(status=JobStatus.running))
+    assert [j.id for j in running.jobs] == [ids[1]]
+    both = queue.list_jobs(ListFilter(owner="alice", status=JobStatus.queued, limit=1))
+    assert [j.id for j in both.jobs] == [ids[3]]
+    assert [j.id for j in queue.list_jobs(ListFilter(owner="alice", status=JobStatus.queued,
+                                                      cursor=both.next_cursor)).jobs] == [
+        ids[2], ids[0]]
+
+
+def test_stats(queue: JobQueue) -> None:
+    empty = queue.stats(now=T0)
+    assert empty.queued == {"high": 0, "normal": 0, "low": 0}
+    assert empty.running == 0 and empty.oldest_queued_age is None
+    add(queue, T0, Priority.high)
+    add(queue, T0 + 1, Priority.normal, key="B")
+    add(queue, T0 + 2, Priority.normal, key="C")
+    claim(queue, T0 + 3, max_images=1)
+    s = queue.stats(now=T0 + 10)
+    assert s.queued == {"high": 0, "normal": 2, "low": 0}
+    assert s.running == 1 and s.dead_letters == 0
+    assert s.oldest_queued_age == pytest.approx(9.0)
+
+
+# --- webhook outbox ---
+
+
+def test_terminal_transition_writes_one_outbox_entry(queue: JobQueue) -> None:
+    hooked = add(queue, callback_url="https://example.com/hook")
+    add(queue, T0 + 1)  # no callback: no entry
+    claim(queue, T0 + 2)
+    queue.update_progress(hooked, "w1", 3, 20)  # not terminal: no entry
+    assert queue.outbox_due(now=T0 + 3) == []
+    queue.complete(hooked, "w1", result(), now=T0 + 5)
+    (entry,) = queue.outbox_due(now=T0 + 5)
+    assert entry.job_id == hooked and entry.url == "https://example.com/hook"
+    assert entry.status == "pending" and entry.attempts == 0
+    payload = dict(entry.payload)
+    assert payload.pop("event") == "job.succeeded"
+    assert payload == queue.get(hooked).public()
+    assert queue.outbox_get(entry.id) == entry
+
+
+def test_cancel_and_dead_letter_events(queue: JobQueue) -> None:
+    failed = add(queue, max_attempts=1, callback_url="https://example.com/f")
+    canceled = add(queue, key="B", callback_url="https://example.com/c")
+    claim(queue, T0, max_images=1)
+    queue.cancel(canceled, now=T0 + 1)
+    queue.reclaim_expired(now=T0 + LEASE + 1)
+    events = {e.job_id: e.payload["event"] for e in queue.outbox_due(now=T0 + 100)}
+    assert events == {canceled: "job.canceled", failed: "job.failed"}
+
+
+def test_outbox_delivery_lifecycle(queue: JobQueue) -> None:
+    ids = [add(queue, T0 + i, callback_url=f"https://example.com/{i}") for i in range(3)]
+    claim(queue, T0 + 5)
+    for job_id in ids:
+        queue.complete(job_id, "w1", result(), now=T0 + 6)
+    e1, e2, e3 = queue.outbox_due(now=T0 + 6)
+    queue.outbox_delivered(e1.id, now=T0 + 7)
+    queue.outbox_retry(e2.id, next_attempt_at=T0 + 60, error="HTTP 500")
+    queue.outbox_give_up(e3.id, error="address not allowed")
+    assert queue.outbox_due(now=T0 + 59) == []
+    (due,) = queue.outbox_due(now=T0 + 60)
+    assert due.id == e2.id and due.attempts == 1 and due.last_error == "HTTP 500"
+    assert queue.outbox_get(e1.id).status == "delivered"
+    gave_up = queue.outbox_get(e3.id)
+    assert gave_up.status == "failed" and gave_up.last_error == "address not allowed"
+    assert queue.outbox_get("obx_missing") is None
