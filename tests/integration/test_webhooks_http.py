@@ -452,3 +452,15 @@ def test_https_certificate_for_another_name_fails(tls_receiver: Receiver, tls_fi
     after = state(queue, entry)
     assert after.status == "pending"  # a transient failure: retried later
     assert after.last_error is not None and "ConnectError" in after.last_error
+
+
+def test_from_settings_uses_data_dir_secret(receiver: Receiver, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, webhook_allowlist=["127.0.0.1"])
+    queue = MemoryQueue()
+    outbox_entry(queue, receiver.url())
+    d = WebhookDispatcher.from_settings(queue, settings)
+    d.run_once(T0)
+    d.close()
+    secret = (tmp_path / "webhook_secret").read_text().strip()
+    [req] = receiver.requests
+    Webhook(secret).verify(req.body, req.headers)

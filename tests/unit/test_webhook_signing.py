@@ -6,6 +6,7 @@ import base64
 import random
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,15 @@ def test_secret_generated_once_and_private(tmp_path: Path) -> None:
     assert first.startswith("whsec_")
     assert load_or_create_secret(settings) == first  # persisted, not regenerated
     assert [p.name for p in path.parent.iterdir()] == ["webhook_secret"]  # no temp left
+
+
+def test_concurrent_first_use_agrees_on_one_secret(tmp_path: Path) -> None:
+    # API and workers may start together: all must end up signing with one key.
+    settings = Settings(data_dir=tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        secrets = set(pool.map(lambda _: load_or_create_secret(settings), range(16)))
+    assert len(secrets) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["webhook_secret"]
 
 
 def test_backoff_follows_schedule_with_jitter() -> None:

@@ -28,7 +28,7 @@ from sdserve.domain.errors import InvalidRequest
 from sdserve.queue.base import OutboxEntry
 from sdserve.webhooks import backoff
 from sdserve.webhooks.guard import AddressPolicy, DestinationRefused, validate_callback_url
-from sdserve.webhooks.signing import sign
+from sdserve.webhooks.signing import load_or_create_secret, sign
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,13 @@ class WebhookDispatcher:
         # clock, so it must be real time even when run_once is given a test ``now``.
         self.clock = clock
         self._executor = ThreadPoolExecutor(max(1, concurrency), "webhook-send")
+
+    @classmethod
+    def from_settings(cls, queue: Outbox, settings: Settings) -> WebhookDispatcher:
+        """What the service starts: secret from settings (or the data dir), sender
+        with the configured allowlist and timeout."""
+        secret = load_or_create_secret(settings)
+        return cls(queue, WebhookSender.from_settings(settings), secret, settings)
 
     def deliver(self, entry: OutboxEntry) -> DeliveryOutcome:
         body = encode_payload(entry.payload)
