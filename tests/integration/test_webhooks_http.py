@@ -26,7 +26,7 @@ from sdserve.domain.jobs import NewJob
 from sdserve.domain.requests import JobSpec, OutputFormat, Priority
 from sdserve.queue.base import OutboxEntry
 from sdserve.queue.memory import MemoryQueue
-from sdserve.webhooks.delivery import WebhookDispatcher, WebhookSender
+from sdserve.webhooks.delivery import Outbox, WebhookDispatcher, WebhookSender
 from sdserve.webhooks.guard import AddressPolicy, Resolver
 from sdserve.webhooks.signing import generate_secret
 
@@ -131,7 +131,7 @@ def outbox_entry(queue: MemoryQueue, url: str) -> OutboxEntry:
 
 
 def dispatcher(
-    queue: MemoryQueue,
+    queue: Outbox,
     allowlist: list[str] | None = None,
     resolver: Resolver | None = None,
     timeout: float = 2.0,
@@ -464,3 +464,28 @@ def test_from_settings_uses_data_dir_secret(receiver: Receiver, tmp_path: Path) 
     secret = (tmp_path / "webhook_secret").read_text().strip()
     [req] = receiver.requests
     Webhook(secret).verify(req.body, req.headers)
+
+
+def test_retry_survives_restart_with_sqlite(receiver: Receiver, tmp_path: Path) -> None:
+    from sdserve.queue.sqlite import SqliteQueue
+
+    db = tmp_path / "sdserve.db"
+    queue = SqliteQueue(db)
+    job, _ = queue.enqueue(NewJob(spec=make_spec(), callback_url=receiver.url()), now=T0)
+    queue.cancel(job.id, now=T0)
+    [entry] = queue.outbox_due(now=T0)
+    receiver.replies.append(Reply(500))
+    d = dispatcher(queue, allowlist=["127.0.0.1"])
+    d.run_once(T0)
+    d.close()
+    queue.close()
+
+    reopened = SqliteQueue(db)  # a "restarted" service picks the retry up
+    d = dispatcher(reopened, allowlist=["127.0.0.1"])
+    assert d.run_once(T0 + 1) == 0
+    assert d.run_once(T0 + 10) == 1
+    d.close()
+    final = reopened.outbox_get(entry.id)
+    reopened.close()
+    assert final is not None and final.status == "delivered" and final.attempts == 2
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [entry.id, entry.id]

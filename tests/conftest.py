@@ -1,0 +1,45 @@
+"""Shared fixtures: free ports, settings in temporary data dirs, the tiny model."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdserve.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random-weight tiny model, created once per test session (needs torch)."""
+    from sdserve.engine.demo import create_demo_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    create_demo_model(path)
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "queue_backend": "memory",
+            "batch_window_ms": 0,
+            "poll_interval_ms": 50,
+            "webhook_secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
