@@ -2,75 +2,37 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from sdserve.testing import ServeProcess, free_port
 
 pytestmark = pytest.mark.slow
 
-
-class ServeProcess:
-    def __init__(self, data_dir: Path, model: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        env = dict(os.environ)
-        env.update(
-            {
-                "SDSERVE_DATA_DIR": str(data_dir),
-                "SDSERVE_MODEL": str(model),
-                "SDSERVE_PORT": str(port),
-                "SDSERVE_LEASE_SECONDS": "5",
-                "SDSERVE_MAX_BATCH_IMAGES": "2",
-                "SDSERVE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            }
-        )
-        self.log = (data_dir.parent / f"serve-{port}-{time.time_ns()}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sdserve", "serve"], env=env, stdout=self.log, stderr=self.log
-        )
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "serve exited early"
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("serve never became ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+ENV = {
+    "lease_seconds": "5",
+    "max_batch_images": "2",
+    "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+}
 
 
-@pytest.fixture
-def serve_dirs(tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[Path, Path]]:
-    yield tmp_path / "data", tiny_model_dir
+def _wait_terminal(c: httpx.Client, job_id: str, deadline: float) -> dict[str, object]:
+    while True:
+        job: dict[str, object] = c.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
 
 
 def test_kill_9_mid_batch_then_restart_completes_every_job(
-    serve_dirs: tuple[Path, Path],
+    tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    data_dir, model = serve_dirs
-    data_dir.mkdir()
-    port = free_port()
-    first = ServeProcess(data_dir, model, port)
+    data_dir, port = tmp_path / "data", free_port()
+    first = ServeProcess(data_dir, port, model=str(tiny_model_dir), **ENV)
     try:
         first.wait_ready()
         with httpx.Client(base_url=first.url, timeout=30) as c:
@@ -85,25 +47,17 @@ def test_kill_9_mid_batch_then_restart_completes_every_job(
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert c.get("/healthz").status_code == 200  # answers while a batch runs
-        first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait(timeout=10)
+        first.kill()
     finally:
         first.stop()
 
-    second = ServeProcess(data_dir, model, port)
+    second = ServeProcess(data_dir, port, model=str(tiny_model_dir), **ENV)
     try:
         second.wait_ready()
         with httpx.Client(base_url=second.url, timeout=30) as c:
             deadline = time.monotonic() + 300
-            for job_id in ids:
-                while True:
-                    job = c.get(f"/v1/jobs/{job_id}").json()
-                    if job["status"] in ("succeeded", "failed", "canceled"):
-                        break
-                    assert time.monotonic() < deadline, job
-                    time.sleep(0.2)
-                assert job["status"] == "succeeded", job
-            first_job = c.get(f"/v1/jobs/{ids[0]}").json()
-            assert first_job["attempts"] >= 2  # it was running when the process died
+            jobs = [_wait_terminal(c, job_id, deadline) for job_id in ids]
+        assert [j["status"] for j in jobs] == ["succeeded"] * 5, jobs
+        assert isinstance(jobs[0]["attempts"], int) and jobs[0]["attempts"] >= 2
     finally:
         second.stop()
