@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from sdserve.domain.errors import IdempotencyConflict, NotFound, QueueFull
-from sdserve.domain.jobs import ImageRef, JobError, JobResult, JobStatus, NewJob
+from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import JobSpec, OutputFormat, Priority
-from sdserve.queue.base import JobQueue, ListFilter
+from sdserve.queue.base import JobQueue, ListFilter, OutboxEntry
 
 BACKENDS = ["memory", "sqlite"]
 T0 = 1_000_000.0
@@ -94,6 +94,18 @@ def result() -> JobResult:
     return JobResult(images=[ImageRef(id="img.png", seed=42)], generation_time=1.0, seed_used=42)
 
 
+def fetch(q: JobQueue, job_id: str) -> Job:
+    job = q.get(job_id)
+    assert job is not None, job_id
+    return job
+
+
+def outbox(q: JobQueue, entry_id: str) -> OutboxEntry:
+    entry = q.outbox_get(entry_id)
+    assert entry is not None, entry_id
+    return entry
+
+
 ERR = JobError(type="generation_failed", message="boom")
 
 
@@ -105,7 +117,7 @@ def test_enqueue_get_roundtrip(queue: JobQueue) -> None:
                  idempotency_key="k", request_hash="h", owner="alice", max_attempts=5)
     job, created = queue.enqueue(new, now=T0)
     assert created and job.id == new.id
-    got = queue.get(new.id)
+    got = fetch(queue, new.id)
     assert got == job
     assert got.status == JobStatus.queued and got.spec == new.spec
     assert got.created_at == T0 and got.attempts == 0 and got.max_attempts == 5
@@ -222,7 +234,7 @@ def test_claim_sets_lease_attempts_and_started_at(queue: JobQueue) -> None:
     assert job.status == JobStatus.running and job.attempts == 1
     assert job.lease_owner == "w1" and job.lease_expires_at == T0 + 1 + LEASE
     assert job.started_at == T0 + 1
-    assert queue.get(job_id) == job
+    assert fetch(queue, job_id) == job
 
 
 # --- leases, retries, dead letters ---
@@ -233,7 +245,7 @@ def test_lease_expiry_reclaims_and_counts_attempts(queue: JobQueue) -> None:
     assert claim(queue, T0, worker="w1") == [job_id]
     assert queue.reclaim_expired(now=T0 + LEASE - 1) == []
     assert queue.reclaim_expired(now=T0 + LEASE + 1) == [job_id]
-    job = queue.get(job_id)
+    job = fetch(queue, job_id)
     assert job.status == JobStatus.queued and job.lease_owner is None and job.attempts == 1
     (again,) = queue.claim_batch("w2", 4, LEASE, now=T0 + 40).jobs
     assert again.attempts == 2 and again.started_at == T0  # first start kept
@@ -254,7 +266,7 @@ def test_max_attempts_dead_letters_and_requeue(queue: JobQueue) -> None:
         assert claim(queue, t) == [job_id]
         t += LEASE + 1
         queue.reclaim_expired(now=t)
-    job = queue.get(job_id)
+    job = fetch(queue, job_id)
     assert job.status == JobStatus.failed and job.dead_lettered and job.attempts == 2
     assert job.error is not None and job.error.type == "lease_expired"
     assert job.lease_owner is None and job.finished_at == t
@@ -274,9 +286,9 @@ def test_heartbeat_extends_only_held_leases(queue: JobQueue) -> None:
     claim(queue, T0, worker="w2")
     held = queue.heartbeat("w1", [mine, other, "job_missing"], LEASE, now=T0 + 20)
     assert held == {mine}
-    assert queue.get(mine).lease_expires_at == T0 + 20 + LEASE
+    assert fetch(queue, mine).lease_expires_at == T0 + 20 + LEASE
     assert queue.reclaim_expired(now=T0 + LEASE + 1) == [other]
-    assert queue.get(mine).status == JobStatus.running
+    assert fetch(queue, mine).status == JobStatus.running
 
 
 def test_stale_worker_cannot_complete_or_fail(queue: JobQueue) -> None:
@@ -284,22 +296,22 @@ def test_stale_worker_cannot_complete_or_fail(queue: JobQueue) -> None:
     claim(queue, T0, worker="w1")
     queue.reclaim_expired(now=T0 + LEASE + 1)
     claim(queue, T0 + LEASE + 2, worker="w2")
-    before = queue.get(job_id)
+    before = fetch(queue, job_id)
     assert queue.complete(job_id, "w1", result(), now=T0 + 40) is False
     assert queue.fail(job_id, "w1", ERR, retryable=False, now=T0 + 40) is None
     assert queue.mark_canceled(job_id, "w1", now=T0 + 40) is False
     queue.update_progress(job_id, "w1", 5, 20)
-    assert queue.get(job_id) == before
+    assert fetch(queue, job_id) == before
 
 
 def test_complete_and_progress(queue: JobQueue) -> None:
     job_id = add(queue)
     claim(queue, T0)
     queue.update_progress(job_id, "w1", 7, 20)
-    job = queue.get(job_id)
+    job = fetch(queue, job_id)
     assert (job.progress_step, job.progress_total) == (7, 20)
     assert queue.complete(job_id, "w1", result(), now=T0 + 5)
-    done = queue.get(job_id)
+    done = fetch(queue, job_id)
     assert done.status == JobStatus.succeeded and done.result == result()
     assert done.finished_at == T0 + 5 and done.lease_owner is None
     assert done.lease_expires_at is None
@@ -348,14 +360,14 @@ def test_release_keeps_place_and_refunds_attempt(queue: JobQueue) -> None:
     second = add(queue, T0 + 1)
     assert claim(queue, T0 + 2, max_images=1) == [first]
     queue.release([first], "w1")
-    job = queue.get(first)
+    job = fetch(queue, first)
     assert job.status == JobStatus.queued and job.attempts == 0 and job.lease_owner is None
     assert queue.queue_position(first) == 0 and queue.queue_position(second) == 1
     claim(queue, T0 + 3, max_images=1)
     queue.release([first], "w1", refund_attempt=False)
-    assert queue.get(first).attempts == 1
+    assert fetch(queue, first).attempts == 1
     queue.release([second], "w1")  # not held: ignored
-    assert queue.get(second).status == JobStatus.queued
+    assert fetch(queue, second).status == JobStatus.queued
 
 
 # --- cancel ---
@@ -371,7 +383,7 @@ def test_cancel_queued_running_terminal_unknown(queue: JobQueue) -> None:
     assert asked.status == JobStatus.running and asked.cancel_requested
     assert queue.cancel_requested([running, queued]) == {running}
     assert queue.mark_canceled(running, "w1", now=T0 + 3)
-    done = queue.get(running)
+    done = fetch(queue, running)
     assert done.status == JobStatus.canceled and done.lease_owner is None
     assert queue.cancel(running, now=T0 + 4) == done  # terminal: unchanged
     with pytest.raises(NotFound):
@@ -442,8 +454,8 @@ def test_terminal_transition_writes_one_outbox_entry(queue: JobQueue) -> None:
     assert entry.status == "pending" and entry.attempts == 0
     payload = dict(entry.payload)
     assert payload.pop("event") == "job.succeeded"
-    assert payload == queue.get(hooked).public()
-    assert queue.outbox_get(entry.id) == entry
+    assert payload == fetch(queue, hooked).public()
+    assert outbox(queue, entry.id) == entry
 
 
 def test_cancel_and_dead_letter_events(queue: JobQueue) -> None:
@@ -468,7 +480,7 @@ def test_outbox_delivery_lifecycle(queue: JobQueue) -> None:
     assert queue.outbox_due(now=T0 + 59) == []
     (due,) = queue.outbox_due(now=T0 + 60)
     assert due.id == e2.id and due.attempts == 1 and due.last_error == "HTTP 500"
-    assert queue.outbox_get(e1.id).status == "delivered"
-    gave_up = queue.outbox_get(e3.id)
+    assert outbox(queue, e1.id).status == "delivered"
+    gave_up = outbox(queue, e3.id)
     assert gave_up.status == "failed" and gave_up.last_error == "address not allowed"
     assert queue.outbox_get("obx_missing") is None
