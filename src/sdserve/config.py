@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -78,12 +78,25 @@ class Settings(BaseSettings):
         description="Standard Webhooks secret (whsec_...). Empty = generated once and kept "
         "in <data_dir>/webhook_secret.",
     )
-    webhook_allowlist: list[str] = Field(
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Hosts/CIDRs webhooks may reach even if private or loopback.",
+        description="Comma-separated hosts/CIDRs webhooks may reach even if private or "
+        "loopback (e.g. `127.0.0.1,10.0.0.0/8,hooks.internal`).",
     )
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="Per-delivery timeout.")
     webhook_max_attempts: int = Field(8, ge=1, description="Delivery tries (about a day).")
+
+    @field_validator("webhook_allowlist", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                import json
+
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     # --- derived paths ---
     @property

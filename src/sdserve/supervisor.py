@@ -26,7 +26,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         key = f"SDSERVE_{name.upper()}"
-        if isinstance(value, (list, dict)):
+        if isinstance(value, list):
+            env[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
             env[key] = json.dumps(value)
         elif isinstance(value, bool):
             env[key] = "true" if value else "false"

@@ -28,9 +28,11 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
         if run_dispatcher:
             from sdserve.webhooks.delivery import WebhookDispatcher, WebhookSender
 
-            sender = WebhookSender(services.webhook_policy, services.settings)
             dispatcher = WebhookDispatcher(
-                services.queue, sender, services.webhook_secret, services.settings
+                services.queue,
+                WebhookSender(services.webhook_policy, services.settings.webhook_timeout_seconds),
+                services.webhook_secret,
+                services.settings,
             )
             task = asyncio.create_task(dispatcher.run(stop))
         try:

@@ -1,0 +1,111 @@
+"""Queue ceiling: jobs/s through enqueue -> claim -> complete, no GPU.
+
+Three figures per backend:
+- enqueue: committed jobs/s from one producer;
+- claim+complete: jobs/s a bare consumer drains (batches of 8, no engine);
+- end to end: the real Worker with the torch-free FakeEngine (1 step, PNG encode,
+  blob store) draining while a producer enqueues.
+Usage: python bench/queue_ceiling.py [--jobs 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sdserve.engine.fake import FakeEngine
+
+from sdserve.domain.jobs import JobResult, NewJob
+from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+from sdserve.queue.base import JobQueue
+from sdserve.queue.memory import MemoryQueue
+from sdserve.queue.sqlite import SqliteQueue
+from sdserve.queue.wakeups import LocalWakeupBus
+from sdserve.storage.local import LocalBlobStore
+from sdserve.worker.loop import Worker, WorkerConfig
+
+
+def spec(i: int) -> JobSpec:
+    return JobSpec(
+        prompt=f"p{i}",
+        negative_prompt="",
+        width=64,
+        height=64,
+        num_inference_steps=1,
+        guidance_scale=7.5,
+        seed=i,
+        num_images=1,
+        scheduler="euler_a",
+        model="tiny",
+        priority=Priority.normal,
+        output_format=OutputFormat.png,
+    )
+
+
+def make(backend: str, root: Path) -> JobQueue:
+    if backend == "memory":
+        return MemoryQueue(max_depth=10**9)
+    return SqliteQueue(root / f"bench-{time.time_ns()}.db", max_depth=10**9)
+
+
+def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float]:
+    q = make(backend, root)
+    t0 = time.perf_counter()
+    for i in range(n):
+        q.enqueue(NewJob(spec=spec(i)))
+    enq = n / (time.perf_counter() - t0)
+    done = 0
+    t0 = time.perf_counter()
+    result = JobResult(images=[], generation_time=0.0, seed_used=0)
+    while done < n:
+        claim = q.claim_batch("w", 8, 30.0)
+        for job in claim.jobs:
+            q.complete(job.id, "w", result)
+        done += len(claim.jobs)
+    drain = n / (time.perf_counter() - t0)
+    q.close()
+    return enq, drain
+
+
+def bench_end_to_end(backend: str, n: int, root: Path) -> float:
+    q = make(backend, root)
+    bus = LocalWakeupBus()
+    cfg = WorkerConfig(max_batch_images=8, batch_window_s=0.0, poll_interval_s=0.05)
+    worker = Worker(q, FakeEngine(), LocalBlobStore(root / "img"), bus, cfg)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    t0 = time.perf_counter()
+    thread.start()
+    for i in range(n):
+        q.enqueue(NewJob(spec=spec(i)))
+        bus.notify_workers()
+    while q.stats().queued.get("normal", 0) or q.stats().running:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    bus.notify_workers()
+    thread.join()
+    q.close()
+    return n / elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=2000)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="sdserve-qbench-"))
+    print(f"queue ceiling, {args.jobs} jobs")
+    for backend in ("memory", "sqlite"):
+        enq, drain = bench_enqueue_claim(backend, args.jobs, root)
+        e2e = bench_end_to_end(backend, args.jobs, root)
+        print(
+            f"  {backend:7s} enqueue {enq:8.0f} jobs/s | claim+complete {drain:8.0f} jobs/s"
+            f" | end-to-end worker (fake engine) {e2e:7.0f} jobs/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
