@@ -6,6 +6,7 @@ Time-dependent tests pass explicit ``now=`` values instead of sleeping.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -484,3 +485,30 @@ def test_outbox_delivery_lifecycle(queue: JobQueue) -> None:
     gave_up = outbox(queue, e3.id)
     assert gave_up.status == "failed" and gave_up.last_error == "address not allowed"
     assert queue.outbox_get("obx_missing") is None
+
+
+# --- concurrency ---
+
+
+def test_concurrent_claims_never_share_a_job(queue: JobQueue) -> None:
+    ids = {add(queue, T0 + i, key="ABC"[i % 3]) for i in range(60)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def drain(worker: str) -> None:
+        while True:
+            jobs = queue.claim_batch(worker, 2, LEASE, now=T0 + 100).jobs
+            if not jobs:
+                return
+            for job in jobs:
+                assert queue.complete(job.id, worker, result(), now=T0 + 101)
+            with lock:
+                claimed.extend(j.id for j in jobs)
+
+    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(claimed) == sorted(ids)
+    assert queue.stats(now=T0 + 102).queued == {"high": 0, "normal": 0, "low": 0}

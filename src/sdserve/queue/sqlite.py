@@ -4,12 +4,17 @@ Concurrency: one connection per thread (and per process: a forked child opens it
 own), every write is one short ``BEGIN IMMEDIATE`` transaction, so the writers of
 all processes queue on SQLite's lock (``busy_timeout``) instead of failing.
 
-Durability: WAL + ``synchronous=FULL`` by default. With WAL, ``NORMAL`` already
-survives a killed *process* (the commit is in the WAL file, the OS has it); only an
-OS crash or power cut can roll back the last commits. Our promise is "a 2xx means
-the job is never lost", which includes the machine going down, so FULL (an fsync of
-the WAL per commit) is the default; pass ``synchronous="NORMAL"`` to trade that last
-guarantee for throughput.
+Durability (WAL mode): a write the client is told about (enqueue, cancel, requeue)
+commits with ``synchronous=FULL``, i.e. an fsync of the WAL, so a 2xx survives even
+an OS crash or power cut. Worker-side transitions (claim, heartbeat, progress,
+complete, fail, release, outbox) commit with ``NORMAL``: with WAL that already
+survives a killed *process* (the commit is in the OS's hands), and an OS crash can
+only roll back the latest of them, to a state the lease machinery recovers from
+(at-least-once; outputs are idempotent per job). The WAL is append-only, so the next
+FULL commit makes every earlier NORMAL commit durable too. This keeps the hot
+worker path off fsync (here: ~3,500 vs ~140 claim+complete/s). Pass
+``synchronous="NORMAL"`` to drop the fsync for client writes as well (process kills
+are still safe; an OS crash may lose the last accepted jobs).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class SqliteQueue:
             raise ValueError(f"unsupported synchronous mode {synchronous!r}")
         self.path = Path(path)
         self.max_depth = max_depth
-        self._synchronous = synchronous.upper()
+        self._ack_sync = synchronous.upper()  # for client-acknowledged writes
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -61,31 +66,40 @@ class SqliteQueue:
             return conn
         if self._closed:
             raise RuntimeError("SqliteQueue is closed")
-        conn = schema.connect(self.path, self._synchronous)
+        conn = schema.connect(self.path, "NORMAL")
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._conns_lock:
             self._all_conns.append(conn)
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, acknowledged: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``acknowledged``: the client is told it happened,
+        so its commit is fsynced (see the module docstring)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        raise_sync = acknowledged and self._ack_sync != "NORMAL"
+        if raise_sync:  # the level cannot change inside a transaction
+            conn.execute(f"PRAGMA synchronous = {self._ack_sync}")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if raise_sync:
+                conn.execute("PRAGMA synchronous = NORMAL")
 
     # --- submit / read ---
     def enqueue(self, job: NewJob, now: float | None = None) -> tuple[Job, bool]:
         ts = now_or(now)
-        with self._write() as conn:
+        with self._write(acknowledged=True) as conn:
             existing = ops.idempotent_match(conn, job)
             if existing is not None:
                 return existing, False
-            depth = conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()
+            depth = conn.execute("SELECT value FROM counters WHERE name = 'queued'").fetchone()
             if depth[0] >= self.max_depth:
                 raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
             row = conn.execute(
@@ -268,7 +282,7 @@ class SqliteQueue:
 
     def cancel(self, job_id: str, now: float | None = None) -> Job:
         ts = now_or(now)
-        with self._write() as conn:
+        with self._write(acknowledged=True) as conn:
             job = ops.fetch(conn, job_id)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
@@ -306,7 +320,7 @@ class SqliteQueue:
 
     def requeue_dead_letter(self, job_id: str) -> Job:
         ts = now_or(None)
-        with self._write() as conn:
+        with self._write(acknowledged=True) as conn:
             job = ops.fetch(conn, job_id)
             if job is None:
                 raise NotFound(f"job {job_id} not found")

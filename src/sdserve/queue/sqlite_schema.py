@@ -75,6 +75,22 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+-- The depth check on every enqueue reads one row instead of counting the queue.
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters (name, value)
+    VALUES ('queued', (SELECT count(*) FROM jobs WHERE status = 'queued'));
+CREATE TRIGGER IF NOT EXISTS jobs_queued_insert AFTER INSERT ON jobs
+    WHEN NEW.status = 'queued'
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'queued'; END;
+CREATE TRIGGER IF NOT EXISTS jobs_queued_update AFTER UPDATE OF status ON jobs
+    WHEN (OLD.status = 'queued') != (NEW.status = 'queued')
+    BEGIN
+        UPDATE counters SET value = value + (CASE WHEN NEW.status = 'queued' THEN 1 ELSE -1 END)
+        WHERE name = 'queued';
+    END;
+CREATE TRIGGER IF NOT EXISTS jobs_queued_delete AFTER DELETE ON jobs
+    WHEN OLD.status = 'queued'
+    BEGIN UPDATE counters SET value = value - 1 WHERE name = 'queued'; END;
 """
 
 
@@ -98,10 +114,8 @@ def migrate(conn: sqlite3.Connection) -> None:
     """Create or check the schema; safe when several processes open the file at once."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        # executescript() would COMMIT first, so run statements one by one.
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _statements(_SCHEMA):
+            conn.execute(statement)
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         version = row[0]
         if version is None:
@@ -114,6 +128,20 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (executescript() would COMMIT our transaction;
+    a naive split on ';' would cut trigger bodies)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
 
 
 def sql_value(value: Any) -> Any:
