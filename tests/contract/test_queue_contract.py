@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sdserve.domain.errors import IdempotencyConflict, NotFound, QueueFull
+from sdserve.domain.errors import Conflict, IdempotencyConflict, NotFound, QueueFull
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import JobSpec, OutputFormat, Priority
 from sdserve.queue.base import JobQueue, ListFilter, OutboxEntry
@@ -151,6 +151,14 @@ def test_idempotency(queue: JobQueue) -> None:
     other, created_other = queue.enqueue(
         NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="bob"), now=T0 + 3)
     assert created_other and other.id != job.id
+
+
+def test_duplicate_job_id_is_a_conflict(queue: JobQueue) -> None:
+    new = NewJob(spec=spec())
+    queue.enqueue(new, now=T0)
+    with pytest.raises(Conflict):
+        queue.enqueue(new, now=T0 + 1)
+    assert len(queue.list_jobs(ListFilter()).jobs) == 1
 
 
 def test_queue_full(backends: _Backends) -> None:

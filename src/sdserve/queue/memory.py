@@ -54,6 +54,8 @@ class MemoryQueue:
             existing = self._idempotent_match(job)
             if existing is not None:
                 return existing.model_copy(), False
+            if job.id in self._entries:
+                raise Conflict(f"job id {job.id} already exists")
             if self._count(JobStatus.queued) >= self.max_depth:
                 raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
             stored = Job(

@@ -99,6 +99,8 @@ class SqliteQueue:
             existing = ops.idempotent_match(conn, job)
             if existing is not None:
                 return existing, False
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
+                raise Conflict(f"job id {job.id} already exists")
             depth = conn.execute("SELECT value FROM counters WHERE name = 'queued'").fetchone()
             if depth[0] >= self.max_depth:
                 raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
