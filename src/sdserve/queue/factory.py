@@ -28,7 +28,11 @@ def build_queue(settings: Settings) -> JobQueue:
 
         path = settings.resolved_database_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteQueue(path, max_depth=settings.max_queue_depth)
+        return SqliteQueue(
+            path,
+            max_depth=settings.max_queue_depth,
+            synchronous="FULL" if settings.sqlite_synchronous == "full" else "NORMAL",
+        )
     raise _unavailable(backend)
 
 
