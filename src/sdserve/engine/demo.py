@@ -111,8 +111,7 @@ def _tokenizer(folder: Path) -> Any:
     # tokenizers wants (left, right) pairs, not "left right" lines (the annotation
     # on CLIPTokenizer says list[str], which the Rust side rejects).
     pairs: Any = [
-        tuple(line.split(" ", 1))
-        for line in (folder / "merges.txt").read_text().splitlines()[1:]
+        tuple(line.split(" ", 1)) for line in (folder / "merges.txt").read_text().splitlines()[1:]
     ]
     tok = CLIPTokenizer(
         vocab=json.loads((folder / "vocab.json").read_text()),
@@ -193,9 +192,7 @@ def create_demo_model(path: Path, seed: int = 0) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=path.parent))
     try:
         tokenizer = _tokenizer(tmp / "tokenizer")
-        parts = _components(
-            seed, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id
-        )
+        parts = _components(seed, len(tokenizer), tokenizer.eos_token_id, tokenizer.bos_token_id)
         pipe = _diffusers().StableDiffusionPipeline(
             tokenizer=tokenizer,
             safety_checker=None,

@@ -117,7 +117,7 @@ def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
     """Build the pipeline for ``info`` with Settings' dtype (not yet moved to a device)."""
     refuse_pickle(info.source)
     cls = pipeline_class(info.family)
-    kwargs: dict[str, Any] = {"torch_dtype": placement(settings).dtype}
+    kwargs: dict[str, Any] = {"dtype": placement(settings).dtype}
     if info.family != "sdxl":
         kwargs.update(_NO_SAFETY)
     path = Path(info.source)
