@@ -1,0 +1,87 @@
+"""FakeEngine: a torch-free GenerationEngine for queue/worker tests and benchmarks.
+
+Images are deterministic gradients derived from (prompt, negative prompt, seed, size),
+so "same request + seed gives the same image, batched or not" holds by construction
+and tests can compare bytes. ``on_step`` and cancellation behave as in DiffusersEngine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import replace
+
+from PIL import Image
+
+from sdserve.domain.errors import InvalidRequest
+from sdserve.engine.base import BatchOutput, BatchRequest, ItemOutput, ModelInfo, StepCallback
+
+FAKE_MAX_TOKENS = 77
+
+
+def fake_image(
+    prompt: str, negative_prompt: str, seed: int, width: int, height: int
+) -> Image.Image:
+    """A horizontal gradient between two colours picked by hashing the inputs."""
+    digest = hashlib.sha256(f"{prompt}\0{negative_prompt}\0{seed}".encode()).digest()
+    a, b = digest[:3], digest[3:6]
+    row = bytearray()
+    for x in range(width):
+        f = x / max(width - 1, 1)
+        row += bytes(round(a[c] + (b[c] - a[c]) * f) for c in range(3))
+    return Image.frombytes("RGB", (width, height), bytes(row) * height)
+
+
+class FakeEngine:
+    """Deterministic, instant (or ``step_delay`` seconds per step) generation."""
+
+    def __init__(
+        self,
+        models: list[ModelInfo] | None = None,
+        step_delay: float = 0.0,
+        fail_with: Exception | None = None,
+    ) -> None:
+        self._models = models or [ModelInfo("fake", "fake", "sd1", 64, 64)]
+        self.step_delay = step_delay
+        self.fail_with = fail_with  # raised by generate(), to test error paths
+        self.calls: list[BatchRequest] = []
+        self._ready = False
+
+    def load(self) -> None:
+        self._ready = True
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def models(self) -> list[ModelInfo]:
+        return [replace(m, loaded=self._ready) for m in self._models]
+
+    def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
+        if request.model not in {m.name for m in self._models}:
+            raise InvalidRequest.single("model", f"unknown model {request.model!r}")
+        self.calls.append(request)
+        if self.fail_with is not None:
+            raise self.fail_with
+        job_ids = {it.job_id for it in request.items}
+        canceled: set[str] = set()
+        total = request.num_inference_steps
+        for step in range(1, total + 1):
+            if self.step_delay:
+                time.sleep(self.step_delay)
+            canceled |= on_step(step, total) & job_ids
+            if canceled == job_ids:
+                return BatchOutput(items={}, canceled=canceled)
+        out: dict[str, ItemOutput] = {}
+        for it in request.items:
+            if it.job_id in canceled:
+                continue
+            images = [
+                fake_image(it.prompt, it.negative_prompt, s, request.width, request.height)
+                for s in it.seeds
+            ]
+            warnings = []
+            # Same rule as the real engine, with words standing in for tokens.
+            if len(it.prompt.split()) + 2 > FAKE_MAX_TOKENS:
+                warnings.append(f"prompt truncated to {FAKE_MAX_TOKENS} tokens")
+            out[it.job_id] = ItemOutput(it.job_id, images, warnings)
+        return BatchOutput(items=out, canceled=canceled)
