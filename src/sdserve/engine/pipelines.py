@@ -166,10 +166,12 @@ class DiffusersEngine:
                 free_memory()
             started = time.perf_counter()
             pipe = load_pipeline(info, self.settings)
+            if self.batch_invariant:
+                # Before optimisations: torch.compile and CPU offload must wrap the
+                # row-wise forward, not be bypassed by it.
+                make_batch_invariant(pipe)
             pipe = apply_optimisations(pipe, self.settings, _target_device(self.settings))
             pipe.set_progress_bar_config(disable=True)
-            if self.batch_invariant:
-                make_batch_invariant(pipe)
             loaded = LoadedModel(info, pipe, dict(pipe.scheduler.config))
             if self.settings.torch_compile:
                 self._warm_up(loaded)
