@@ -1,0 +1,370 @@
+"""Train the demo model: a tiny Stable Diffusion that draws what its caption says.
+
+Scenes come from the caption grammar in :mod:`sdserve.engine.demo_scenes` (flat
+coloured shapes at 64x64). The result is an ordinary SD1-layout diffusers folder
+(CLIP tokenizer + text encoder, UNet2DConditionModel, AutoencoderKL, scheduler)
+saved as safetensors, loadable by ``StableDiffusionPipeline.from_pretrained``.
+
+Reproducible: every random draw comes from ``seed`` and the step counts are fixed,
+so a rerun on the same machine (same thread count) gives the same weights.
+
+    python -m sdserve.engine.demo_train OUT_DIR [--seed S] [--vae-steps N] [--unet-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdserve.engine.demo import MAX_LENGTH, learn_bpe
+from sdserve.engine.demo_scenes import IMAGE_SIZE, render, sample_scene, vocabulary
+
+LATENT_SIZE = IMAGE_SIZE // 4
+TRAIN_BETAS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",  # ends near zero SNR: flat colours do not leak through
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    threads: int = 2
+    num_scenes: int = 12_000
+    vae_steps: int = 1500
+    vae_batch: int = 16
+    vae_lr: float = 1e-3
+    unet_steps: int = 4000
+    unet_batch: int = 32
+    unet_lr: float = 5e-4
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    log_every: int = 50
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _diffusers() -> Any:
+    """diffusers, untyped (its partial annotations trip mypy --strict)."""
+    return importlib.import_module("diffusers")
+
+
+def build_tokenizer(folder: Path) -> Any:
+    """A CLIP BPE tokenizer whose vocabulary holds every grammar word whole.
+
+    Byte-level single characters (and their word-final forms) stay in the vocabulary,
+    so any text tokenizes; only grammar words are guaranteed one token each.
+    """
+    from transformers import CLIPTokenizer
+
+    words = vocabulary()
+    vocab, merges = learn_bpe(" ".join(words), num_merges=10_000)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    pairs: Any = [tuple(m.split(" ")) for m in merges]  # tokenizers wants pairs
+    tok = CLIPTokenizer(
+        vocab=vocab,
+        merges=pairs,
+        model_max_length=MAX_LENGTH,
+    )
+    for w in words:
+        ids = tok(w, add_special_tokens=False).input_ids
+        if len(ids) != 1:
+            raise RuntimeError(f"tokenizer splits grammar word {w!r} into {ids}")
+    return tok
+
+
+def build_models(vocab_size: int, bos: int, eos: int, seed: int) -> dict[str, Any]:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    vae = _diffusers().AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+        mid_block_add_attention=False,  # flat shapes need no attention; 2x faster
+    )
+    torch.manual_seed(seed + 1)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            projection_dim=64,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
+    )
+    torch.manual_seed(seed + 2)
+    unet = _diffusers().UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        # Cross-attention at 8x8 and 4x4 only: attention at 16x16 doubles the step time.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    return {"vae": vae, "text_encoder": text_encoder, "unet": unet}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_dataset(n: int, seed: int, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` rendered scenes as uint8 (N, 3, H, W) and their padded token ids (N, 77)."""
+    rng = random.Random(seed)
+    images = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    captions = []
+    for i in range(n):
+        scene = sample_scene(rng)
+        images[i] = np.asarray(render(scene, rng))
+        captions.append(scene.caption())
+    ids = tokenizer(captions, padding="max_length", max_length=MAX_LENGTH,
+                    truncation=True, return_tensors="pt").input_ids
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), ids
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless deterministic shuffled index batches."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch + 1, batch):
+            yield perm[i : i + batch]
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def train_vae(vae: Any, images: torch.Tensor, cfg: TrainConfig) -> None:
+    gen = torch.Generator().manual_seed(cfg.seed + 10)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    vae.train()
+    start = time.monotonic()
+    order = batches(len(images), cfg.vae_batch, gen)
+    for step in range(cfg.vae_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, 50)
+        x = to_float(images[next(order)])
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=gen
+        )
+        recon = vae.decode(z).sample
+        rec = F.mse_loss(recon, x)
+        kl = posterior.kl().mean()
+        loss = rec + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
+            print(f"vae step {step:5d} rec {rec.item():.5f} kl {kl.item():.1f} "
+                  f"{time.monotonic() - start:.0f}s", flush=True)
+    vae.eval()
+    vae.requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_all(vae: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    means, stds = [], []
+    for i in range(0, len(images), 256):
+        dist = vae.encode(to_float(images[i : i + 256])).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p, 1.0 - decay)
+
+
+def train_unet(
+    unet: Any,
+    text_encoder: Any,
+    latents: tuple[torch.Tensor, torch.Tensor],
+    ids: torch.Tensor,
+    empty_ids: torch.Tensor,
+    cfg: TrainConfig,
+) -> tuple[Any, Any]:
+    """Returns EMA copies of the UNet and text encoder."""
+    noise_sched = _diffusers().DDPMScheduler(**TRAIN_BETAS)
+    means, stds = latents
+    gen = torch.Generator().manual_seed(cfg.seed + 20)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=1e-2)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    unet.train()
+    text_encoder.train()
+    order = batches(len(means), cfg.unet_batch, gen)
+    start, running = time.monotonic(), 0.0
+    for step in range(cfg.unet_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup)
+        idx = next(order)
+        b = len(idx)
+        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)
+        tok = ids[idx].clone()
+        drop = torch.rand(b, generator=gen) < cfg.caption_dropout
+        tok[drop] = empty_ids
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=gen)
+        noisy = noise_sched.add_noise(z0, noise, t)
+        cond = text_encoder(tok).last_hidden_state
+        pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        _ema_update(ema_unet, unet, decay)
+        _ema_update(ema_text, text_encoder, decay)
+        running += loss.item()
+        if (step + 1) % cfg.log_every == 0 or step == cfg.unet_steps - 1:
+            n = (step % cfg.log_every) + 1
+            print(f"unet step {step + 1:5d} loss {running / n:.4f} "
+                  f"lr {opt.param_groups[0]['lr']:.2e} {time.monotonic() - start:.0f}s",
+                  flush=True)
+            running = 0.0
+    return ema_unet, ema_text
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_pipeline(out_dir: Path, parts: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write an SD1 diffusers folder (fp16 safetensors) atomically into ``out_dir``."""
+    diffusers = _diffusers()
+    scheduler = diffusers.DDIMScheduler(
+        **TRAIN_BETAS,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="trailing",
+    )
+    pipe = diffusers.StableDiffusionPipeline(
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        **parts,
+    )
+    pipe.to(torch.float16)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-train-", dir=out_dir.parent))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def train_demo_model(out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
+    """Train the demo model and save it to ``out_dir``; returns ``out_dir``.
+
+    ``overrides`` replace :class:`TrainConfig` fields (step counts, batch sizes...).
+    """
+    cfg = TrainConfig(seed=seed, **overrides)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = build_tokenizer(Path(scratch) / "tokenizer")
+        models = build_models(len(tokenizer), tokenizer.bos_token_id,
+                              tokenizer.eos_token_id, cfg.seed)
+    n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    print(f"config {asdict(cfg)}\nparams {n_params}", flush=True)
+    images, ids = make_dataset(cfg.num_scenes, cfg.seed, tokenizer)
+    empty_ids = tokenizer("", padding="max_length", max_length=MAX_LENGTH,
+                          return_tensors="pt").input_ids[0]
+    print(f"dataset {tuple(images.shape)} {time.monotonic() - t0:.0f}s", flush=True)
+
+    vae = models["vae"]
+    train_vae(vae, images, cfg)
+    means, stds = encode_all(vae, images)
+    sample = means + stds * torch.randn(means.shape, generator=torch.Generator()
+                                        .manual_seed(cfg.seed + 30))
+    scaling = float(1.0 / sample.std())
+    vae.register_to_config(scaling_factor=scaling)
+    print(f"latents {tuple(means.shape)} std {sample.std().item():.3f} "
+          f"scaling_factor {scaling:.4f} {time.monotonic() - t0:.0f}s", flush=True)
+
+    unet, text_encoder = train_unet(models["unet"], models["text_encoder"],
+                                    (means * scaling, stds * scaling), ids, empty_ids, cfg)
+    minutes = (time.monotonic() - t0) / 60
+    meta = {"config": asdict(cfg), "params": n_params, "minutes": round(minutes, 1),
+            "train_betas": TRAIN_BETAS}
+    save_pipeline(Path(out_dir), {"vae": vae, "text_encoder": text_encoder, "unet": unet,
+                                  "tokenizer": tokenizer}, meta)
+    print(f"saved {out_dir} after {minutes:.1f} min", flush=True)
+    return Path(out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vae-steps", type=int, default=TrainConfig.vae_steps)
+    parser.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
+    parser.add_argument("--num-scenes", type=int, default=TrainConfig.num_scenes)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    args = parser.parse_args(argv)
+    train_demo_model(args.out_dir, seed=args.seed, vae_steps=args.vae_steps,
+                     unet_steps=args.unet_steps, num_scenes=args.num_scenes,
+                     threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()
