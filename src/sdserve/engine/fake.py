@@ -41,6 +41,9 @@ class FakeEngine:
         step_delay: float = 0.0,
         fail_with: Exception | None = None,
     ) -> None:
+        # No list given: serve any model name (benchmarks and API tests use the
+        # deployment's catalog names).
+        self._any_model = models is None
         self._models = models or [ModelInfo("fake", "fake", "sd1", 64, 64)]
         self.step_delay = step_delay
         self.fail_with = fail_with  # raised by generate(), to test error paths
@@ -57,7 +60,7 @@ class FakeEngine:
         return [replace(m, loaded=self._ready) for m in self._models]
 
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
-        if request.model not in {m.name for m in self._models}:
+        if not self._any_model and request.model not in {m.name for m in self._models}:
             raise InvalidRequest.single("model", f"unknown model {request.model!r}")
         self.calls.append(request)
         if self.fail_with is not None:
