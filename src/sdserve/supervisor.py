@@ -133,7 +133,7 @@ def serve(settings: Settings) -> None:
     ensure_default_model(settings)
     services = build_services(settings)
     # We own the data dir, so every job still marked running lost its worker.
-    requeued = services.queue.reclaim_expired(now=float(2**62))
+    requeued = services.queue.reclaim_expired(every_lease=True)
     if requeued:
         log.info("requeued %d job(s) left running by a previous process", len(requeued))
     supervisor = WorkerSupervisor(settings)

@@ -249,6 +249,14 @@ def test_claim_sets_lease_attempts_and_started_at(queue: JobQueue) -> None:
 # --- leases, retries, dead letters ---
 
 
+def test_reclaim_every_lease_requeues_running_jobs_available_now(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=3)
+    assert claim(queue, T0, worker="w1") == [job_id]
+    assert queue.reclaim_expired(now=T0 + 1, every_lease=True) == [job_id]
+    assert fetch(queue, job_id).status == JobStatus.queued
+    assert claim(queue, T0 + 1, worker="w2") == [job_id]  # claimable at once
+
+
 def test_lease_expiry_reclaims_and_counts_attempts(queue: JobQueue) -> None:
     job_id = add(queue, max_attempts=3)
     assert claim(queue, T0, worker="w1") == [job_id]

@@ -152,8 +152,10 @@ class JobQueue(Protocol):
 
     def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool: ...
 
-    def reclaim_expired(self, now: float | None = None) -> list[str]:
-        """Return jobs with expired leases to the queue (or dead letters)."""
+    def reclaim_expired(self, now: float | None = None, every_lease: bool = False) -> list[str]:
+        """Return jobs with expired leases to the queue (or dead letters). With
+        ``every_lease``, treat every lease as expired (start-up of the process that owns
+        the store: all running jobs lost their workers); they are available at ``now``."""
         ...
 
     def dead_letters(self, limit: int = 100) -> list[Job]: ...

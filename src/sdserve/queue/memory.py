@@ -279,15 +279,17 @@ class MemoryQueue:
             self._finish(job, JobStatus.canceled, now_or(now))
             return True
 
-    def reclaim_expired(self, now: float | None = None) -> list[str]:
+    def reclaim_expired(self, now: float | None = None, every_lease: bool = False) -> list[str]:
         with self._lock:
-            return self._reclaim(now_or(now))
+            ts = now_or(now)
+            return self._reclaim(ts, float("inf") if every_lease else ts)
 
-    def _reclaim(self, ts: float) -> list[str]:
+    def _reclaim(self, ts: float, cutoff: float | None = None) -> list[str]:
+        cutoff = ts if cutoff is None else cutoff
         expired = [
             e.job for e in self._entries.values()
             if e.job.status == JobStatus.running
-            and e.job.lease_expires_at is not None and e.job.lease_expires_at <= ts
+            and e.job.lease_expires_at is not None and e.job.lease_expires_at <= cutoff
         ]
         for job in expired:
             if job.cancel_requested:

@@ -46,6 +46,10 @@ _LEASE_CLEARED = ops.LEASE_CLEARED
 _HELD = ops.HELD
 
 
+# Later than any lease: "every running job lost its worker".
+_EVERY_LEASE = 1e300
+
+
 class SqliteQueue:
     def __init__(self, path: Path, max_depth: int = 10_000, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -308,9 +312,9 @@ class SqliteQueue:
         with self._write() as conn:
             return ops.finish(conn, job_id, JobStatus.canceled, now_or(now), worker_id) is not None
 
-    def reclaim_expired(self, now: float | None = None) -> list[str]:
+    def reclaim_expired(self, now: float | None = None, every_lease: bool = False) -> list[str]:
         with self._write() as conn:
-            return ops.reclaim(conn, now_or(now))
+            return ops.reclaim(conn, now_or(now), _EVERY_LEASE if every_lease else None)
 
     def dead_letters(self, limit: int = 100) -> list[Job]:
         rows = self._conn().execute(

@@ -83,12 +83,13 @@ def add_outbox(conn: sqlite3.Connection, job: Job, ts: float) -> None:
     )
 
 
-def reclaim(conn: sqlite3.Connection, ts: float) -> list[str]:
-    """Expired leases: back to the queue, canceled if that was asked, or dead letters."""
+def reclaim(conn: sqlite3.Connection, ts: float, cutoff: float | None = None) -> list[str]:
+    """Leases expired by ``cutoff`` (default ``ts``): back to the queue, canceled if that
+    was asked, or dead letters."""
     rows = conn.execute(
         "SELECT id, attempts, max_attempts, cancel_requested FROM jobs"
         " WHERE status = 'running' AND lease_expires_at <= ?",
-        (ts,),
+        (ts if cutoff is None else cutoff,),
     ).fetchall()
     for job_id, attempts, max_attempts, cancel in rows:
         if cancel:
