@@ -6,6 +6,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from sdserve.engine.cpu_env import prepare_cpu_env
+
+prepare_cpu_env()
+
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles (large images).")
     cpu_offload: bool = Field(False, description="Model CPU offload (low VRAM).")
     torch_compile: bool = Field(False, description="torch.compile the UNet; warmed before ready.")
+    torch_threads: int = Field(
+        0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
+    )
     allow_hub_downloads: bool = Field(False, description="Allow loading a hub id (needs network).")
 
     # --- queue / batching ---

@@ -55,6 +55,8 @@ def pick_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
 
 
 def placement(settings: Settings) -> Placement:
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     device = pick_device(settings.device)
     return Placement(device, pick_dtype(device, settings.dtype))
 
