@@ -86,8 +86,9 @@ def generate(
     return images
 
 
-def write_grid(jobs: list[tuple[Scene, int]], images: list[Image.Image], path: Path,
-               cols: int = 12) -> None:
+def write_grid(
+    jobs: list[tuple[Scene, int]], images: list[Image.Image], path: Path, cols: int = 12
+) -> None:
     cell, label = 64, 22
     rows = (len(images) + cols - 1) // cols
     grid = Image.new("RGB", (cols * cell, rows * (cell + label)), (128, 128, 128))
@@ -97,10 +98,16 @@ def write_grid(jobs: list[tuple[Scene, int]], images: list[Image.Image], path: P
         grid.paste(img.resize((cell, cell)), (x, y))
         r = read_image(img)
         ok = (r.color, r.background, r.shape) == (scene.color, scene.background, scene.shape)
-        draw.text((x + 2, y + cell), f"{scene.color[:3]} {scene.shape[:3]}",
-                  fill=(0, 0, 0) if ok else (170, 0, 0))
-        draw.text((x + 2, y + cell + 10), f"on {scene.background[:3]}",
-                  fill=(0, 0, 0) if ok else (170, 0, 0))
+        draw.text(
+            (x + 2, y + cell),
+            f"{scene.color[:3]} {scene.shape[:3]}",
+            fill=(0, 0, 0) if ok else (170, 0, 0),
+        )
+        draw.text(
+            (x + 2, y + cell + 10),
+            f"on {scene.background[:3]}",
+            fill=(0, 0, 0) if ok else (170, 0, 0),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
 
@@ -130,11 +137,15 @@ def main() -> None:
     for (scene, _), img in zip(jobs, images, strict=True):
         tally.add(scene, read_image(img))
     pct = tally.percentages()
-    print(f"{args.model_dir} scheduler={args.scheduler} steps={args.steps} "
-          f"guidance={args.guidance} samples={tally.total} "
-          f"({time.monotonic() - start:.0f}s)")
-    print(f"colour {pct['color']:.1f}%  background {pct['background']:.1f}%  "
-          f"shape {pct['shape']:.1f}%")
+    print(
+        f"{args.model_dir} scheduler={args.scheduler} steps={args.steps} "
+        f"guidance={args.guidance} samples={tally.total} "
+        f"({time.monotonic() - start:.0f}s)"
+    )
+    print(
+        f"colour {pct['color']:.1f}%  background {pct['background']:.1f}%  "
+        f"shape {pct['shape']:.1f}%"
+    )
     if args.json:
         print(json.dumps({"samples": tally.total, **pct}))
     if args.grid:

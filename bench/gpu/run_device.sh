@@ -18,6 +18,8 @@ echo "== GPU tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu -x 2>&1 | tail -25
 echo "== SD1.5-shaped model"
 python3 -m bench.fullsize_model /tmp/sd15
+echo "== batch invariance (SD1.5-shaped, 512x512, batch 4)"
+timeout 200 python3 -m bench.batch_invariance --model /tmp/sd15 --size 512 --batch 4
 echo "== server vs direct (512x512, 20 steps, fp16)"
 timeout 200 python3 -m bench.server_vs_direct --model /tmp/sd15 --size 512 --steps 20 --n 12
 echo "== batching (8 clients, 512x512, 20 steps)"

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles (large images).")
     cpu_offload: bool = Field(False, description="Model CPU offload (low VRAM).")
     torch_compile: bool = Field(False, description="torch.compile the UNet; warmed before ready.")
+    batch_invariant: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run the UNet one row at a time so batched images are bit-identical "
+        "to single ones (auto: on for CPU, off for CUDA where batching throughput wins).",
+    )
+    max_loaded_models: int = Field(1, ge=1, description="Models a worker keeps loaded (LRU).")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
     )

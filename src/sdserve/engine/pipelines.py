@@ -127,6 +127,8 @@ class DiffusersEngine:
         few pixel levels (see tests/gpu)."""
         if max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
+        if batch_invariant is None and settings.batch_invariant != "auto":
+            batch_invariant = settings.batch_invariant == "on"
         self.batch_invariant = (
             batch_invariant
             if batch_invariant is not None

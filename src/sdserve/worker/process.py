@@ -49,7 +49,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
-    engine = DiffusersEngine(settings, catalog)
+    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
     registry = FileRegistry(settings.run_dir / "worker-state")
     state = WorkerState(id=new_worker_id(), pid=os.getpid(), ready=False)
     stop = threading.Event()
