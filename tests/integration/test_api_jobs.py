@@ -244,3 +244,16 @@ def test_concurrent_sync_requests_are_batched(live_factory: Factory) -> None:
         t.join()
     assert len(results) == 4 and all(len(r["images"]) == 1 for r in results)
     assert svc.workers[0].batches_done < 4
+
+
+def test_metrics_expose_traffic_errors_and_queue_depth(live_factory: Factory) -> None:
+    svc = live_factory()  # no worker: jobs stay queued
+    with svc.client() as c:
+        c.post("/v1/jobs", json={"prompt": "x", "priority": "high"})
+        c.post("/v1/jobs", json={"prompt": "x", "width": 7})
+        text = c.get("/metrics").text
+    assert 'sdserve_queue_depth{priority="high"} 1.0' in text
+    assert 'sdserve_jobs_submitted_total{priority="high"} 1.0' in text
+    assert 'sdserve_errors_total{type="validation_error"} 1.0' in text
+    assert 'route="/v1/jobs",status="202"' in text
+    assert "sdserve_workers_ready 0.0" in text

@@ -14,6 +14,8 @@ from sdserve.api.body_limit import BodyLimitMiddleware
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.routes_native import router as native_router
 from sdserve.api.services import Services
+from sdserve.observability.metrics import MetricsMiddleware
+from sdserve.worker.process import READY_TTL_S
 
 log = logging.getLogger("sdserve.api")
 
@@ -55,4 +57,9 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(native_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    services.metrics.watch_queue(
+        services.queue.stats,
+        lambda: sum(1 for s in services.registry.live(READY_TTL_S) if s.ready),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     return app

@@ -44,28 +44,38 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (int, float, str, bool))
 
 
+def _count(request: Request, err_type: str) -> None:
+    metrics = getattr(request.app.state, "services", None)
+    if metrics is not None:
+        metrics.metrics.errors.labels(err_type).inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SdserveError)
-    async def _sdserve(_: Request, exc: SdserveError) -> JSONResponse:
+    async def _sdserve(request: Request, exc: SdserveError) -> JSONResponse:
+        _count(request, exc.type)
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.type, exc.message)
         headers = {"Retry-After": "1"} if exc.retryable else None
         return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = InvalidRequest(problems_from_pydantic(list(exc.errors())))
+        _count(request, err.type)
         return JSONResponse(error_body(err), status_code=err.status)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         err_type = kind.get(exc.status_code, "http_error")
+        _count(request, err_type)
         body = {"error": {"type": err_type, "message": str(exc.detail)}}
         return JSONResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
+        _count(request, "internal_error")
         body = {"error": {"type": "internal_error", "message": "internal error"}}
         return JSONResponse(body, status_code=500)

@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
@@ -165,6 +166,14 @@ async def list_models(request: Request) -> dict[str, Any]:
         for m in services.catalog.all()
     ]
     return {"object": "list", "data": data}
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics: HTTP traffic, errors by type, queue depth, workers."""
+    registry = services_of(request).metrics.registry
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", tags=["ops"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sdserve.config import Settings
 from sdserve.engine.catalog import Catalog
+from sdserve.observability.metrics import ApiMetrics
 from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
 from sdserve.storage.base import BlobStore
@@ -23,6 +24,7 @@ class Services:
     registry: WorkerRegistry
     webhook_policy: AddressPolicy
     webhook_secret: str
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
     def close(self) -> None:
         self.wakeups.close()

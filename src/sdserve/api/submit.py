@@ -75,6 +75,7 @@ async def submit(
     job, created = await run_in_threadpool(services.queue.enqueue, new)
     if created:
         services.wakeups.notify_workers()
+        services.metrics.jobs_submitted.labels(spec.priority.value).inc()
     return job, created
 
 
