@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -257,3 +258,23 @@ def test_metrics_expose_traffic_errors_and_queue_depth(live_factory: Factory) ->
     assert 'sdserve_errors_total{type="validation_error"} 1.0' in text
     assert 'route="/v1/jobs",status="202"' in text
     assert "sdserve_workers_ready 0.0" in text
+
+
+def test_job_events_stream_progress_until_terminal(live_factory: Factory) -> None:
+    svc = live_factory()
+    svc.start_workers(_slow_engine(0.02))
+    with svc.client() as c:
+        job = c.post("/v1/jobs", json={"prompt": "x", "num_inference_steps": 30}).json()
+        statuses: list[str] = []
+        steps: list[int] = []
+        with c.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    view = json.loads(line[6:])
+                    statuses.append(view["status"])
+                    steps.append(view["progress"]["step"])
+        assert statuses[-1] == "succeeded"
+        assert "running" in statuses
+        assert steps == sorted(steps) and steps[-1] == 30
+        assert c.get("/v1/jobs/job_nope/events").status_code == 404

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
 from sdserve.api.errors import install_error_handlers
+from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
@@ -56,6 +57,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(events_router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
     services.metrics.watch_queue(
         services.queue.stats,
