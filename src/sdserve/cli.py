@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Create, train and list models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+jobs_app = typer.Typer(help="Inspect the job store (operators).", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -92,6 +94,46 @@ def list_models() -> None:
             f"{mark} {info.name}\t{info.family}\t{info.default_width}x"
             f"{info.default_height}\t{info.source}"
         )
+
+
+@jobs_app.command("stats")
+def jobs_stats() -> None:
+    """Queue depth by priority, running jobs, dead letters."""
+    from sdserve.queue.factory import build_queue
+
+    queue = build_queue(_settings())
+    s = queue.stats()
+    typer.echo(f"queued: {s.queued}  running: {s.running}  dead letters: {s.dead_letters}")
+    queue.close()
+
+
+@jobs_app.command("dead-letters")
+def dead_letters(limit: Annotated[int, typer.Option(help="Most to list")] = 50) -> None:
+    """Jobs that failed after their last attempt, with the reason."""
+    from sdserve.queue.factory import build_queue
+
+    queue = build_queue(_settings())
+    for job in queue.dead_letters(limit):
+        reason = f"{job.error.type}: {job.error.message}" if job.error else "?"
+        typer.echo(f"{job.id}\tattempts={job.attempts}\t{reason}")
+    queue.close()
+
+
+@jobs_app.command("requeue")
+def requeue(job_id: Annotated[str, typer.Argument(help="A dead-lettered job id")]) -> None:
+    """Give a dead-lettered job a fresh set of attempts."""
+    from sdserve.domain.errors import SdserveError
+    from sdserve.queue.factory import build_queue
+
+    queue = build_queue(_settings())
+    try:
+        job = queue.requeue_dead_letter(job_id)
+    except SdserveError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        queue.close()
+    typer.echo(f"{job.id} is {job.status.value} again")
 
 
 def main() -> None:
