@@ -70,6 +70,50 @@ def worker(
     worker_main(settings, embedded)
 
 
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw")],
+    out: Annotated[Path, typer.Option(help="Folder for the images")] = Path("."),
+    url: Annotated[str, typer.Option(envvar="SDSERVE_URL", help="Service URL")] = (
+        "http://127.0.0.1:8000"
+    ),
+    seed: Annotated[int | None, typer.Option(help="Seed (random if absent)")] = None,
+    steps: Annotated[int, typer.Option(help="Denoising steps")] = 20,
+    num_images: Annotated[int, typer.Option(help="Images to make")] = 1,
+    width: Annotated[int | None, typer.Option(help="Width (model default if absent)")] = None,
+    height: Annotated[int | None, typer.Option(help="Height")] = None,
+    scheduler: Annotated[str, typer.Option(help="Scheduler name")] = "euler_a",
+    model: Annotated[str | None, typer.Option(help="Model name")] = None,
+) -> None:
+    """Ask a running service for images and save them (client side, no torch)."""
+    from sdserve.client import ApiError, Client
+
+    params = {
+        "seed": seed,
+        "num_inference_steps": steps,
+        "num_images": num_images,
+        "width": width,
+        "height": height,
+        "scheduler": scheduler,
+        "model": model,
+    }
+    body = {k: v for k, v in params.items() if v is not None}
+    try:
+        with Client(url) as client:
+            result = client.generate(prompt, **body)
+    except ApiError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = result["parameters"]["output_format"]
+    for data, image_seed in zip(result["image_bytes"], result["seeds"], strict=True):
+        path = out / f"{result['job_id']}-{image_seed}.{fmt}"
+        path.write_bytes(data)
+        typer.echo(str(path))
+    for warning in result["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+
+
 @models_app.command("create-demo")
 def create_demo(
     path: Annotated[Path, typer.Argument(help="Folder to write the tiny model to")],
