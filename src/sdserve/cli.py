@@ -56,6 +56,23 @@ def serve(
 
 
 @app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address [env SDSERVE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env SDSERVE_PORT]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env SDSERVE_DATA_DIR]")
+    ] = None,
+) -> None:
+    """Run only the API; workers run separately as `sdserve worker`."""
+    from sdserve.observability.logs import configure_logging
+    from sdserve.supervisor import api_only
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_json)
+    api_only(settings)
+
+
+@app.command()
 def worker(
     embedded: Annotated[
         bool, typer.Option(help="Started by `serve`: exit when the parent exits.")

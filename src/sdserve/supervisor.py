@@ -152,6 +152,25 @@ def serve(settings: Settings) -> None:
         lock.close()
 
 
+def api_only(settings: Settings) -> None:
+    """The API without workers (they run as `sdserve worker`, here or elsewhere); jobs
+    of dead workers come back when their leases expire."""
+    import uvicorn
+
+    from sdserve.api.app import create_app
+    from sdserve.api.services import build_services
+
+    services = build_services(settings)
+    uvicorn.run(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
 def worker_main(settings: Settings, embedded: bool) -> None:
     from sdserve.worker.process import run_worker_process
 

@@ -21,9 +21,11 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`python -m sdserve serve` on a free port with SDSERVE_* overrides."""
+    """`python -m sdserve serve` (or another subcommand) with SDSERVE_* overrides."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full = dict(os.environ)
@@ -32,10 +34,10 @@ class ServeProcess:
             | {f"SDSERVE_{k.upper()}": v for k, v in env.items()}
         )
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = data_dir.parent / f"serve-{self.port}-{time.time_ns()}.log"
+        self.log_path = data_dir.parent / f"{command}-{self.port}-{time.time_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sdserve", "serve"], env=full, stdout=self._log, stderr=self._log
+            [sys.executable, "-m", "sdserve", command], env=full, stdout=self._log, stderr=self._log
         )
 
     def wait_ready(self, timeout: float = 180) -> None:

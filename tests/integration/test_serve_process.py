@@ -61,3 +61,31 @@ def test_kill_9_mid_batch_then_restart_completes_every_job(
         assert isinstance(jobs[0]["attempts"], int) and jobs[0]["attempts"] >= 2
     finally:
         second.stop()
+
+
+def test_api_and_worker_as_separate_processes_and_graceful_sigterm(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import signal
+
+    data_dir, port = tmp_path / "data", free_port()
+    env = {**ENV, "model": str(tiny_model_dir)}
+    api = ServeProcess(data_dir, port, command="api", **env)
+    worker = ServeProcess(data_dir, port, command="worker", **env)
+    try:
+        api.wait_ready()  # ready once the separate worker published its state
+        with httpx.Client(base_url=api.url, timeout=30) as c:
+            job_id = c.post(
+                "/v1/jobs", json={"prompt": "x", "num_inference_steps": 60, "seed": 1}
+            ).json()["id"]
+            deadline = time.monotonic() + 60
+            while c.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            worker.proc.send_signal(signal.SIGTERM)  # pre-emption notice: finish the batch
+            assert worker.proc.wait(timeout=60) == 0
+            job = c.get(f"/v1/jobs/{job_id}").json()
+            assert job["status"] == "succeeded" and job["attempts"] == 1
+    finally:
+        worker.stop()
+        api.stop()
