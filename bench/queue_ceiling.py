@@ -16,33 +16,20 @@ import threading
 import time
 from pathlib import Path
 
-from sdserve.engine.fake import FakeEngine
-
 from sdserve.domain.jobs import JobResult, NewJob
-from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+from sdserve.domain.requests import JobSpec
+from sdserve.engine.fake import FakeEngine
 from sdserve.queue.base import JobQueue
 from sdserve.queue.memory import MemoryQueue
 from sdserve.queue.sqlite import SqliteQueue
 from sdserve.queue.wakeups import LocalWakeupBus
 from sdserve.storage.local import LocalBlobStore
+from sdserve.testing import job_spec
 from sdserve.worker.loop import Worker, WorkerConfig
 
 
 def spec(i: int) -> JobSpec:
-    return JobSpec(
-        prompt=f"p{i}",
-        negative_prompt="",
-        width=64,
-        height=64,
-        num_inference_steps=1,
-        guidance_scale=7.5,
-        seed=i,
-        num_images=1,
-        scheduler="euler_a",
-        model="tiny",
-        priority=Priority.normal,
-        output_format=OutputFormat.png,
-    )
+    return job_spec(prompt=f"p{i}", seed=i, num_inference_steps=1)
 
 
 def make(backend: str, root: Path) -> JobQueue:

@@ -11,9 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sdserve.config import Settings
+
+if TYPE_CHECKING:
+    from sdserve.api.services import Services
 
 log = logging.getLogger("sdserve.serve")
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -123,9 +126,6 @@ class WorkerSupervisor:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
-    from sdserve.api.app import create_app
     from sdserve.api.services import build_services
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,14 +139,7 @@ def serve(settings: Settings) -> None:
     supervisor = WorkerSupervisor(settings)
     supervisor.start()
     try:
-        uvicorn.run(
-            create_app(services),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
+        _run_api(settings, services)
     finally:
         supervisor.stop()
         lock.close()
@@ -155,12 +148,16 @@ def serve(settings: Settings) -> None:
 def api_only(settings: Settings) -> None:
     """The API without workers (they run as `sdserve worker`, here or elsewhere); jobs
     of dead workers come back when their leases expire."""
+    from sdserve.api.services import build_services
+
+    _run_api(settings, build_services(settings))
+
+
+def _run_api(settings: Settings, services: Services) -> None:
     import uvicorn
 
     from sdserve.api.app import create_app
-    from sdserve.api.services import build_services
 
-    services = build_services(settings)
     uvicorn.run(
         create_app(services),
         host=settings.host,

@@ -9,8 +9,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+
+
+def job_spec(**overrides: Any) -> JobSpec:
+    """A small valid JobSpec (64x64, 2 steps, model "tiny") with fields overridden."""
+    values: dict[str, Any] = {
+        "prompt": "p",
+        "negative_prompt": "",
+        "width": 64,
+        "height": 64,
+        "num_inference_steps": 2,
+        "guidance_scale": 7.5,
+        "seed": 1,
+        "num_images": 1,
+        "scheduler": "euler_a",
+        "model": "tiny",
+        "priority": Priority.normal,
+        "output_format": OutputFormat.png,
+    }
+    values.update(overrides)
+    return JobSpec(**values)
 
 
 def free_port() -> int:

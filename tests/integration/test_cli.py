@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sdserve.domain.errors import GenerationFailed
 from sdserve.domain.jobs import JobError, NewJob
-from sdserve.domain.requests import JobSpec, OutputFormat, Priority
 from sdserve.queue.sqlite import SqliteQueue
+from sdserve.testing import job_spec
 
 
 def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -24,20 +24,7 @@ def test_dead_letters_listed_and_requeued(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     q = SqliteQueue(data / "sdserve.db")
-    spec = JobSpec(
-        prompt="p",
-        negative_prompt="",
-        width=64,
-        height=64,
-        num_inference_steps=1,
-        guidance_scale=7.5,
-        seed=1,
-        num_images=1,
-        scheduler="euler_a",
-        model="tiny",
-        priority=Priority.normal,
-        output_format=OutputFormat.png,
-    )
+    spec = job_spec(num_inference_steps=1)
     job, _ = q.enqueue(NewJob(spec=spec, max_attempts=1))
     q.claim_batch("w", 1, 30)
     err = GenerationFailed("boom")

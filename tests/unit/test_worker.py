@@ -9,30 +9,18 @@ from PIL import Image
 
 from sdserve.domain.errors import GenerationFailed, OutOfMemory
 from sdserve.domain.jobs import JobStatus, NewJob
-from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+from sdserve.domain.requests import JobSpec, OutputFormat
 from sdserve.engine.base import BatchItem, BatchOutput, BatchRequest, ItemOutput, StepCallback
 from sdserve.queue.memory import MemoryQueue
 from sdserve.queue.wakeups import LocalWakeupBus
 from sdserve.storage.local import LocalBlobStore
+from sdserve.testing import job_spec
 from sdserve.worker.batching import merge_outputs, split_request
 from sdserve.worker.loop import Worker, WorkerConfig
 
 
 def spec(prompt: str = "p", seed: int = 1, n: int = 1, steps: int = 2) -> JobSpec:
-    return JobSpec(
-        prompt=prompt,
-        negative_prompt="",
-        width=64,
-        height=64,
-        num_inference_steps=steps,
-        guidance_scale=7.5,
-        seed=seed,
-        num_images=n,
-        scheduler="euler_a",
-        model="tiny",
-        priority=Priority.normal,
-        output_format=OutputFormat.png,
-    )
+    return job_spec(prompt=prompt, seed=seed, num_images=n, num_inference_steps=steps)
 
 
 class ScriptedEngine:
