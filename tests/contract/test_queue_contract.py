@@ -71,23 +71,37 @@ def spec(
     # The batch key follows from model/size/steps...; "key" picks the width.
     width = {"A": 512, "B": 768, "C": 640}[key]
     return JobSpec(
-        prompt=prompt, negative_prompt="", width=width, height=512, num_inference_steps=20,
-        guidance_scale=7.5, seed=42, num_images=images, scheduler="euler_a", model="demo",
-        priority=priority, output_format=OutputFormat.png,
+        prompt=prompt,
+        negative_prompt="",
+        width=width,
+        height=512,
+        num_inference_steps=20,
+        guidance_scale=7.5,
+        seed=42,
+        num_images=images,
+        scheduler="euler_a",
+        model="demo",
+        priority=priority,
+        output_format=OutputFormat.png,
     )
 
 
 def add(
-    q: JobQueue, at: float = T0, priority: Priority = Priority.normal, key: str = "A",
-    images: int = 1, **kw: Any,
+    q: JobQueue,
+    at: float = T0,
+    priority: Priority = Priority.normal,
+    key: str = "A",
+    images: int = 1,
+    **kw: Any,
 ) -> str:
     job, created = q.enqueue(NewJob(spec=spec(priority, key, images), **kw), now=at)
     assert created
     return job.id
 
 
-def claim(q: JobQueue, at: float, max_images: int = 4, worker: str = "w1",
-          window: float = 0.0) -> list[str]:
+def claim(
+    q: JobQueue, at: float, max_images: int = 4, worker: str = "w1", window: float = 0.0
+) -> list[str]:
     return [j.id for j in q.claim_batch(worker, max_images, LEASE, window, now=at).jobs]
 
 
@@ -114,8 +128,14 @@ ERR = JobError(type="generation_failed", message="boom")
 
 
 def test_enqueue_get_roundtrip(queue: JobQueue) -> None:
-    new = NewJob(spec=spec(Priority.high, images=2), callback_url="https://example.com/h",
-                 idempotency_key="k", request_hash="h", owner="alice", max_attempts=5)
+    new = NewJob(
+        spec=spec(Priority.high, images=2),
+        callback_url="https://example.com/h",
+        idempotency_key="k",
+        request_hash="h",
+        owner="alice",
+        max_attempts=5,
+    )
     job, created = queue.enqueue(new, now=T0)
     assert created and job.id == new.id
     got = fetch(queue, new.id)
@@ -123,7 +143,10 @@ def test_enqueue_get_roundtrip(queue: JobQueue) -> None:
     assert got.status == JobStatus.queued and got.spec == new.spec
     assert got.created_at == T0 and got.attempts == 0 and got.max_attempts == 5
     assert (got.owner, got.callback_url, got.idempotency_key) == (
-        "alice", "https://example.com/h", "k")
+        "alice",
+        "https://example.com/h",
+        "k",
+    )
     assert queue.get("job_missing") is None
 
 
@@ -146,10 +169,12 @@ def test_idempotency(queue: JobQueue) -> None:
     same, created_again = queue.enqueue(retry, now=T0 + 1)
     assert created and not created_again and same.id == job.id
     with pytest.raises(IdempotencyConflict):
-        queue.enqueue(NewJob(spec=spec(), idempotency_key="k1", request_hash="h2",
-                             owner="alice"), now=T0 + 2)
+        queue.enqueue(
+            NewJob(spec=spec(), idempotency_key="k1", request_hash="h2", owner="alice"), now=T0 + 2
+        )
     other, created_other = queue.enqueue(
-        NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="bob"), now=T0 + 3)
+        NewJob(spec=spec(), idempotency_key="k1", request_hash="h1", owner="bob"), now=T0 + 3
+    )
     assert created_other and other.id != job.id
 
 
@@ -422,8 +447,15 @@ def test_queue_position_counts_priority(queue: JobQueue) -> None:
 
 
 def test_list_jobs_filters_and_pagination(queue: JobQueue) -> None:
-    ids = [add(queue, T0 + i, Priority.high if i % 2 else Priority.normal,
-               owner="alice" if i < 4 else "bob") for i in range(6)]
+    ids = [
+        add(
+            queue,
+            T0 + i,
+            Priority.high if i % 2 else Priority.normal,
+            owner="alice" if i < 4 else "bob",
+        )
+        for i in range(6)
+    ]
     claim(queue, T0 + 10, max_images=1)  # ids[1]: the oldest high
     page = queue.list_jobs(ListFilter(limit=4))
     assert [j.id for j in page.jobs] == ids[::-1][:4] and page.next_cursor
@@ -437,9 +469,12 @@ def test_list_jobs_filters_and_pagination(queue: JobQueue) -> None:
     assert [j.id for j in running.jobs] == [ids[1]]
     both = queue.list_jobs(ListFilter(owner="alice", status=JobStatus.queued, limit=1))
     assert [j.id for j in both.jobs] == [ids[3]]
-    assert [j.id for j in queue.list_jobs(ListFilter(owner="alice", status=JobStatus.queued,
-                                                      cursor=both.next_cursor)).jobs] == [
-        ids[2], ids[0]]
+    assert [
+        j.id
+        for j in queue.list_jobs(
+            ListFilter(owner="alice", status=JobStatus.queued, cursor=both.next_cursor)
+        ).jobs
+    ] == [ids[2], ids[0]]
 
 
 def test_stats(queue: JobQueue) -> None:

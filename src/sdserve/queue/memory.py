@@ -176,8 +176,9 @@ class MemoryQueue:
         ready = sorted((e for e in self._queued() if e.available_at <= ts), key=_order)
         for entry in ready:
             job = entry.job
-            yield Candidate(job.id, job.spec.priority.rank, job.batch_key,
-                            job.num_images, job.created_at)
+            yield Candidate(
+                job.id, job.spec.priority.rank, job.batch_key, job.num_images, job.created_at
+            )
 
     def heartbeat(
         self, worker_id: str, job_ids: list[str], lease_seconds: float, now: float | None = None
@@ -196,8 +197,9 @@ class MemoryQueue:
         with self._lock:
             job = self._held(job_id, worker_id)
             if job is not None:
-                self._replace(job, progress_step=step, progress_total=total,
-                              updated_at=now_or(None))
+                self._replace(
+                    job, progress_step=step, progress_total=total, updated_at=now_or(None)
+                )
 
     def complete(
         self, job_id: str, worker_id: str, result: JobResult, now: float | None = None
@@ -225,11 +227,16 @@ class MemoryQueue:
                 return None
             if retry_keeps_going(job, retryable):
                 self._entries[job_id].available_at = ts + retry_delay
-                out = self._replace(job, status=JobStatus.queued, error=error,
-                                    progress_step=0, updated_at=ts, **_LEASE_CLEARED)
+                out = self._replace(
+                    job,
+                    status=JobStatus.queued,
+                    error=error,
+                    progress_step=0,
+                    updated_at=ts,
+                    **_LEASE_CLEARED,
+                )
             else:
-                out = self._finish(job, JobStatus.failed, ts, error=error,
-                                   dead_lettered=retryable)
+                out = self._finish(job, JobStatus.failed, ts, error=error, dead_lettered=retryable)
             return out.model_copy()
 
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
@@ -266,9 +273,11 @@ class MemoryQueue:
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         with self._lock:
             return {
-                jid for jid in job_ids
+                jid
+                for jid in job_ids
                 if (e := self._entries.get(jid)) is not None
-                and e.job.status == JobStatus.running and e.job.cancel_requested
+                and e.job.status == JobStatus.running
+                and e.job.cancel_requested
             }
 
     def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
@@ -287,26 +296,37 @@ class MemoryQueue:
     def _reclaim(self, ts: float, cutoff: float | None = None) -> list[str]:
         cutoff = ts if cutoff is None else cutoff
         expired = [
-            e.job for e in self._entries.values()
+            e.job
+            for e in self._entries.values()
             if e.job.status == JobStatus.running
-            and e.job.lease_expires_at is not None and e.job.lease_expires_at <= cutoff
+            and e.job.lease_expires_at is not None
+            and e.job.lease_expires_at <= cutoff
         ]
         for job in expired:
             if job.cancel_requested:
                 self._finish(job, JobStatus.canceled, ts)
             elif job.attempts >= job.max_attempts:
-                self._finish(job, JobStatus.failed, ts,
-                             error=lease_expired_error(job.attempts), dead_lettered=True)
+                self._finish(
+                    job,
+                    JobStatus.failed,
+                    ts,
+                    error=lease_expired_error(job.attempts),
+                    dead_lettered=True,
+                )
             else:
                 self._entries[job.id].available_at = ts
-                self._replace(job, status=JobStatus.queued, progress_step=0,
-                              updated_at=ts, **_LEASE_CLEARED)
+                self._replace(
+                    job, status=JobStatus.queued, progress_step=0, updated_at=ts, **_LEASE_CLEARED
+                )
         return [job.id for job in expired]
 
     def dead_letters(self, limit: int = 100) -> list[Job]:
         with self._lock:
-            dead = [e.job for e in self._entries.values()
-                    if e.job.status == JobStatus.failed and e.job.dead_lettered]
+            dead = [
+                e.job
+                for e in self._entries.values()
+                if e.job.status == JobStatus.failed and e.job.dead_lettered
+            ]
         dead.sort(key=lambda j: j.finished_at or 0.0, reverse=True)
         return [j.model_copy() for j in dead[:limit]]
 
@@ -319,17 +339,28 @@ class MemoryQueue:
             if not entry.job.dead_lettered:
                 raise Conflict(f"job {job_id} is not in the dead letters")
             # available_at stays: it was <= the last claim, so the job is ready now.
-            job = self._replace(entry.job, status=JobStatus.queued, attempts=0,
-                                dead_lettered=False, error=None, started_at=None,
-                                finished_at=None, progress_step=0, updated_at=ts)
+            job = self._replace(
+                entry.job,
+                status=JobStatus.queued,
+                attempts=0,
+                dead_lettered=False,
+                error=None,
+                started_at=None,
+                finished_at=None,
+                progress_step=0,
+                updated_at=ts,
+            )
             return job.model_copy()
 
     # --- webhook outbox ---
     def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
         ts = now_or(now)
         with self._lock:
-            due = [o for o in self._outbox.values()
-                   if o.status == "pending" and o.next_attempt_at <= ts]
+            due = [
+                o
+                for o in self._outbox.values()
+                if o.status == "pending" and o.next_attempt_at <= ts
+            ]
         due.sort(key=lambda o: (o.next_attempt_at, o.created_at))
         return due[:limit]
 
@@ -381,12 +412,18 @@ class MemoryQueue:
 
     def _finish(self, job: Job, status: JobStatus, ts: float, **changes: Any) -> Job:
         """Terminal transition: stamp, clear the lease, write the outbox entry."""
-        done = self._replace(job, status=status, finished_at=ts, updated_at=ts,
-                             **_LEASE_CLEARED, **changes)
+        done = self._replace(
+            job, status=status, finished_at=ts, updated_at=ts, **_LEASE_CLEARED, **changes
+        )
         if done.callback_url:
             entry = OutboxEntry(
-                id=new_outbox_id(), job_id=done.id, url=done.callback_url,
-                payload=outbox_payload(done), attempts=0, next_attempt_at=ts, created_at=ts,
+                id=new_outbox_id(),
+                job_id=done.id,
+                url=done.callback_url,
+                payload=outbox_payload(done),
+                attempts=0,
+                next_attempt_at=ts,
+                created_at=ts,
             )
             self._outbox[entry.id] = entry
         return done

@@ -113,9 +113,21 @@ class SqliteQueue:
                 " available_at, created_at, updated_at, max_attempts, callback_url,"
                 " idempotency_key, request_hash, owner)"
                 f" VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLS}",
-                (job.id, job.spec.model_dump_json(), job.spec.priority.rank,
-                 job.spec.batch_key, job.spec.num_images, ts, ts, ts, job.max_attempts,
-                 job.callback_url, job.idempotency_key, job.request_hash, job.owner),
+                (
+                    job.id,
+                    job.spec.model_dump_json(),
+                    job.spec.priority.rank,
+                    job.spec.batch_key,
+                    job.spec.num_images,
+                    ts,
+                    ts,
+                    ts,
+                    job.max_attempts,
+                    job.callback_url,
+                    job.idempotency_key,
+                    job.request_hash,
+                    job.owner,
+                ),
             ).fetchone()
         return schema.row_to_job(row), True
 
@@ -135,10 +147,14 @@ class SqliteQueue:
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        rows = self._conn().execute(
-            f"SELECT {_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
-            (*params, flt.limit + 1),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_COLS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+                (*params, flt.limit + 1),
+            )
+            .fetchall()
+        )
         more = len(rows) > flt.limit
         rows = rows[: flt.limit]
         cursor = encode_cursor(rows[-1]["seq"]) if more and rows else None
@@ -239,15 +255,20 @@ class SqliteQueue:
 
     def update_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
         with self._write() as conn:
-            ops.update_if(conn, job_id, {"progress_step": step, "progress_total": total,
-                                      "updated_at": now_or(None)}, worker_id)
+            ops.update_if(
+                conn,
+                job_id,
+                {"progress_step": step, "progress_total": total, "updated_at": now_or(None)},
+                worker_id,
+            )
 
     def complete(
         self, job_id: str, worker_id: str, result: JobResult, now: float | None = None
     ) -> bool:
         with self._write() as conn:
-            done = ops.finish(conn, job_id, JobStatus.succeeded, now_or(now), worker_id,
-                           result=result, error=None)
+            done = ops.finish(
+                conn, job_id, JobStatus.succeeded, now_or(now), worker_id, result=result, error=None
+            )
         return done is not None
 
     def fail(
@@ -265,12 +286,21 @@ class SqliteQueue:
             if job is None:
                 return None
             if retry_keeps_going(job, retryable):
-                return ops.update(conn, job_id, {
-                    "status": JobStatus.queued, "error": error, "progress_step": 0,
-                    "available_at": ts + retry_delay, "updated_at": ts, **_LEASE_CLEARED,
-                })
-            return ops.finish(conn, job_id, JobStatus.failed, ts, None, error=error,
-                           dead_lettered=retryable)
+                return ops.update(
+                    conn,
+                    job_id,
+                    {
+                        "status": JobStatus.queued,
+                        "error": error,
+                        "progress_step": 0,
+                        "available_at": ts + retry_delay,
+                        "updated_at": ts,
+                        **_LEASE_CLEARED,
+                    },
+                )
+            return ops.finish(
+                conn, job_id, JobStatus.failed, ts, None, error=error, dead_lettered=retryable
+            )
 
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
@@ -280,11 +310,18 @@ class SqliteQueue:
                 if job is None:
                     continue
                 attempts = max(job.attempts - 1, 0) if refund_attempt else job.attempts
-                ops.update(conn, job_id, {
-                    "status": JobStatus.queued, "attempts": attempts,
-                    "started_at": job.started_at if attempts else None,
-                    "progress_step": 0, "updated_at": ts, **_LEASE_CLEARED,
-                })
+                ops.update(
+                    conn,
+                    job_id,
+                    {
+                        "status": JobStatus.queued,
+                        "attempts": attempts,
+                        "started_at": job.started_at if attempts else None,
+                        "progress_step": 0,
+                        "updated_at": ts,
+                        **_LEASE_CLEARED,
+                    },
+                )
 
     def cancel(self, job_id: str, now: float | None = None) -> Job:
         ts = now_or(now)
@@ -301,11 +338,15 @@ class SqliteQueue:
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         if not job_ids:
             return set()
-        rows = self._conn().execute(
-            f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})"
-            " AND status = 'running' AND cancel_requested = 1",
-            job_ids,
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT id FROM jobs WHERE id IN ({', '.join('?' * len(job_ids))})"
+                " AND status = 'running' AND cancel_requested = 1",
+                job_ids,
+            )
+            .fetchall()
+        )
         return {row[0] for row in rows}
 
     def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
@@ -317,11 +358,15 @@ class SqliteQueue:
             return ops.reclaim(conn, now_or(now), _EVERY_LEASE if every_lease else None)
 
     def dead_letters(self, limit: int = 100) -> list[Job]:
-        rows = self._conn().execute(
-            f"SELECT {_COLS} FROM jobs WHERE dead_lettered = 1 AND status = 'failed'"
-            " ORDER BY finished_at DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_COLS} FROM jobs WHERE dead_lettered = 1 AND status = 'failed'"
+                " ORDER BY finished_at DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
         return [schema.row_to_job(r) for r in rows]
 
     def requeue_dead_letter(self, job_id: str) -> Job:
@@ -332,27 +377,41 @@ class SqliteQueue:
                 raise NotFound(f"job {job_id} not found")
             if not job.dead_lettered:
                 raise Conflict(f"job {job_id} is not in the dead letters")
-            return ops.update(conn, job_id, {
-                "status": JobStatus.queued, "attempts": 0, "dead_lettered": False,
-                "error": None, "started_at": None, "finished_at": None, "progress_step": 0,
-                "updated_at": ts,  # available_at stays: <= the last claim, so ready now
-            })
+            return ops.update(
+                conn,
+                job_id,
+                {
+                    "status": JobStatus.queued,
+                    "attempts": 0,
+                    "dead_lettered": False,
+                    "error": None,
+                    "started_at": None,
+                    "finished_at": None,
+                    "progress_step": 0,
+                    "updated_at": ts,  # available_at stays: <= the last claim, so ready now
+                },
+            )
 
     # --- webhook outbox ---
     def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
-        rows = self._conn().execute(
-            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, created_at LIMIT ?",
-            (now_or(now), limit),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, created_at LIMIT ?",
+                (now_or(now), limit),
+            )
+            .fetchall()
+        )
         return [schema.row_to_outbox(r) for r in rows]
 
     def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
         self._outbox_update(entry_id, "status = 'delivered'", ())
 
     def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None:
-        self._outbox_update(entry_id, "next_attempt_at = ?, last_error = ?",
-                            (next_attempt_at, error))
+        self._outbox_update(
+            entry_id, "next_attempt_at = ?, last_error = ?", (next_attempt_at, error)
+        )
 
     def outbox_give_up(self, entry_id: str, error: str) -> None:
         self._outbox_update(entry_id, "status = 'failed', last_error = ?", (error,))

@@ -55,8 +55,12 @@ def update(conn: sqlite3.Connection, job_id: str, sets: dict[str, Any]) -> Job:
 
 
 def finish(
-    conn: sqlite3.Connection, job_id: str, status: JobStatus, ts: float,
-    worker_id: str | None, **changes: Any,
+    conn: sqlite3.Connection,
+    job_id: str,
+    status: JobStatus,
+    ts: float,
+    worker_id: str | None,
+    **changes: Any,
 ) -> Job | None:
     """Terminal transition (lease-guarded when ``worker_id`` is given) + outbox entry."""
     sets = {"status": status, "finished_at": ts, "updated_at": ts, **LEASE_CLEARED, **changes}
@@ -95,11 +99,26 @@ def reclaim(conn: sqlite3.Connection, ts: float, cutoff: float | None = None) ->
         if cancel:
             finish_unchecked(conn, job_id, JobStatus.canceled, ts)
         elif attempts >= max_attempts:
-            finish_unchecked(conn, job_id, JobStatus.failed, ts,
-                              error=lease_expired_error(attempts), dead_lettered=True)
+            finish_unchecked(
+                conn,
+                job_id,
+                JobStatus.failed,
+                ts,
+                error=lease_expired_error(attempts),
+                dead_lettered=True,
+            )
         else:
-            update(conn, job_id, {"status": JobStatus.queued, "progress_step": 0,
-                                   "available_at": ts, "updated_at": ts, **LEASE_CLEARED})
+            update(
+                conn,
+                job_id,
+                {
+                    "status": JobStatus.queued,
+                    "progress_step": 0,
+                    "available_at": ts,
+                    "updated_at": ts,
+                    **LEASE_CLEARED,
+                },
+            )
     return [row[0] for row in rows]
 
 

@@ -100,7 +100,9 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # check_same_thread=False only so close() may close every thread's connection; each
     # connection is otherwise used by the one thread that opened it.
     conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False,
+        str(path),
+        isolation_level=None,
+        check_same_thread=False,
         timeout=BUSY_TIMEOUT_MS / 1000,
     )
     conn.row_factory = sqlite3.Row
