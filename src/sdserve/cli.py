@@ -143,6 +143,22 @@ def create_demo(
     typer.echo(f"demo model written to {path}")
 
 
+@models_app.command("train-demo")
+def train_demo(
+    path: Annotated[Path, typer.Argument(help="Folder to write the trained model to")],
+    seed: Annotated[int, typer.Option(help="Training seed (fixed: reruns match)")] = 0,
+) -> None:
+    """Train the shape-drawing demo model from scratch on this machine's CPU
+    (about half an hour on 2 cores; see docs/demo-model.md)."""
+    from sdserve.engine.cpu_env import prepare_cpu_env
+
+    prepare_cpu_env()
+    from sdserve.engine.demo_train import train_demo_model
+
+    train_demo_model(path, seed=seed)
+    typer.echo(f"demo model written to {path}")
+
+
 @models_app.command("list")
 def list_models() -> None:
     """List the models this configuration serves."""
