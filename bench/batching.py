@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -57,9 +58,26 @@ def run(model: str, batch: int, requests: int, steps: int, size: int, clients: i
             t.start()
         for t in threads:
             t.join()
-        return requests / (time.perf_counter() - t0)
+        ips = requests / (time.perf_counter() - t0)
+        with httpx.Client(base_url=proc.url, timeout=60) as c:
+            jobs = c.get("/v1/jobs", params={"limit": 200}).json()["data"]
+        _explain([j for j in jobs if j["parameters"]["prompt"] != "warm"])
+        return ips
     finally:
         proc.stop()
+
+
+def _explain(jobs: list[dict[str, Any]]) -> None:
+    """Jobs of one batch share started_at: mean batch size and where the time went."""
+    batches: dict[float, list[dict[str, Any]]] = {}
+    for j in jobs:
+        batches.setdefault(j["started_at"], []).append(j)
+    engine = sum(b[0]["result"]["generation_time"] for b in batches.values())
+    busy = sum(max(j["finished_at"] for j in b) - b[0]["started_at"] for b in batches.values())
+    print(
+        f"    {len(batches)} batches, mean {len(jobs) / len(batches):.2f} images; "
+        f"engine {engine:.2f}s of {busy:.2f}s busy (rest: encode, store, complete)"
+    )
 
 
 def main() -> None:
