@@ -134,6 +134,8 @@ def serve(settings: Settings) -> None:
     services = build_services(settings)
     # We own the data dir, so every job still marked running lost its worker.
     requeued = services.queue.reclaim_expired(every_lease=True)
+    for stale in (settings.run_dir / "worker-state").glob("*.json"):
+        stale.unlink(missing_ok=True)  # their workers died too: not ready until new ones are
     if requeued:
         log.info("requeued %d job(s) left running by a previous process", len(requeued))
     supervisor = WorkerSupervisor(settings)
