@@ -147,3 +147,17 @@ def test_run_stops_on_event(tmp_path: Path) -> None:
     stop.set()
     t.join(timeout=5)
     assert not t.is_alive()
+
+
+def test_background_finish_completes_every_job_in_order(tmp_path: Path) -> None:
+    q = MemoryQueue()
+    config = WorkerConfig(max_batch_images=1, batch_window_s=0, background_finish=True)
+    worker = Worker(q, ScriptedEngine(), LocalBlobStore(tmp_path), LocalWakeupBus(), config)
+    jobs = [q.enqueue(NewJob(spec=spec(prompt=f"p{i}", seed=i)))[0] for i in range(3)]
+    for _ in range(3):
+        assert worker.run_once()
+    worker.flush()
+    done = [q.get(j.id) for j in jobs]
+    assert all(d is not None and d.status is JobStatus.succeeded for d in done)
+    finished = [d.finished_at for d in done if d is not None]
+    assert finished == sorted(finished)

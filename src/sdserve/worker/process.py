@@ -36,6 +36,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         batch_window_s=settings.batch_window_ms / 1000,
         lease_s=settings.lease_seconds,
         poll_interval_s=settings.poll_interval_ms / 1000,
+        background_finish=True,
     )
 
 
