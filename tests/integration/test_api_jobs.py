@@ -64,7 +64,7 @@ def test_sync_generate_returns_decodable_images(
     # every effective value, defaults included
     for key, value in {
         "guidance_scale": 7.5,
-        "scheduler": "euler_a",
+        "scheduler": "pndm",  # the tiny model ships PNDM, as SD 1.5 does
         "model": "tiny",
         "priority": "normal",
         "negative_prompt": "",
@@ -87,7 +87,8 @@ def test_defaults_come_from_the_model(live_factory: Factory) -> None:
 def test_async_submit_poll_and_fetch_images(live_factory: Factory) -> None:
     svc = live_factory()
     with svc.client() as c:
-        r = c.post("/v1/jobs", json={"prompt": "a blue square", "num_inference_steps": 2})
+        body = {"prompt": "a blue square", "num_inference_steps": 2, "scheduler": "euler_a"}
+        r = c.post("/v1/jobs", json=body)
         assert r.status_code == 202
         job = r.json()
         assert job["status"] == "queued"

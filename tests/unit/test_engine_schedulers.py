@@ -27,3 +27,18 @@ def test_karras_override_does_not_leak(demo_model_dir: Path) -> None:
     assert make_scheduler("dpmpp_2m_karras", config).config.use_karras_sigmas is True
     assert make_scheduler("dpmpp_2m", config).config.use_karras_sigmas is False
     assert "use_karras_sigmas" not in config
+
+
+def test_native_scheduler_names_map_back_to_the_same_classes() -> None:
+    from sdserve.engine.catalog import NATIVE_SCHEDULERS
+
+    for class_name, name in NATIVE_SCHEDULERS.items():
+        assert SCHEDULERS[name].class_name == class_name
+
+
+def test_models_default_to_their_own_scheduler(demo_model_dir: Path) -> None:
+    from sdserve.engine.catalog import describe
+    from sdserve.wiring import PACKAGED_DEMO
+
+    assert describe("tiny", str(demo_model_dir)).default_scheduler == "pndm"
+    assert describe("demo", str(PACKAGED_DEMO)).default_scheduler == "ddim"

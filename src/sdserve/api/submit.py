@@ -39,7 +39,7 @@ def resolve_spec(req: GenerateRequest, catalog: Catalog, settings: Settings) -> 
         guidance_scale=req.guidance_scale,
         seed=seed,
         num_images=req.num_images,
-        scheduler=req.scheduler,
+        scheduler=req.scheduler or info.default_scheduler,
         model=info.name,
         priority=req.priority,
         output_format=req.output_format,

@@ -68,7 +68,7 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=limits.MAX_SEED)
     num_images: int = Field(default=1, ge=limits.MIN_IMAGES, le=limits.MAX_IMAGES)
-    scheduler: str = limits.DEFAULT_SCHEDULER
+    scheduler: str | None = None  # default: the model's own scheduler
     model: str | None = None
     priority: Priority = Priority.normal
     output_format: OutputFormat = OutputFormat.png
@@ -85,8 +85,8 @@ class GenerateRequest(BaseModel):
 
     @field_validator("scheduler")
     @classmethod
-    def _known_scheduler(cls, v: str) -> str:
-        if v not in limits.SCHEDULER_NAMES:
+    def _known_scheduler(cls, v: str | None) -> str | None:
+        if v is not None and v not in limits.SCHEDULER_NAMES:
             raise ValueError(f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}")
         return v
 

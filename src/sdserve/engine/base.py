@@ -63,6 +63,8 @@ class ModelInfo:
     default_width: int
     default_height: int
     loaded: bool = False
+    # The scheduler the checkpoint ships with: what a request without one gets.
+    default_scheduler: str = "euler_a"
 
 
 class GenerationEngine(Protocol):

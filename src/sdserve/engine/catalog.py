@@ -11,6 +11,7 @@ import json
 import struct
 from pathlib import Path
 
+from sdserve.domain import limits
 from sdserve.domain.errors import InvalidRequest, UnsafeWeights
 from sdserve.engine.base import ModelInfo
 
@@ -24,6 +25,33 @@ def refuse_pickle(source: str) -> None:
             f"refusing to load {source!r}: pickle-based weights (.ckpt/.bin/.pt) can run "
             "arbitrary code; convert the checkpoint to .safetensors"
         )
+
+
+# diffusers scheduler class -> our name (engine/schedulers.py maps back; a test checks).
+NATIVE_SCHEDULERS = {
+    "DDIMScheduler": "ddim",
+    "EulerDiscreteScheduler": "euler",
+    "EulerAncestralDiscreteScheduler": "euler_a",
+    "DPMSolverMultistepScheduler": "dpmpp_2m",
+    "UniPCMultistepScheduler": "unipc",
+    "LCMScheduler": "lcm",
+    "PNDMScheduler": "pndm",
+    "HeunDiscreteScheduler": "heun",
+    "LMSDiscreteScheduler": "lms",
+}
+
+
+def native_scheduler(folder: Path) -> str:
+    """Our name for the scheduler a diffusers folder ships (the domain default if
+    it is one we do not offer)."""
+    path = folder / "scheduler" / "scheduler_config.json"
+    if not path.exists():
+        return limits.DEFAULT_SCHEDULER
+    config = _read_json(path)
+    name = NATIVE_SCHEDULERS.get(str(config.get("_class_name")), limits.DEFAULT_SCHEDULER)
+    if name == "dpmpp_2m" and config.get("use_karras_sigmas"):
+        name = "dpmpp_2m_karras"
+    return name
 
 
 def _read_json(path: Path) -> dict[str, object]:
@@ -47,7 +75,9 @@ def describe_folder(name: str, folder: Path) -> ModelInfo:
     te_cfg = folder / "text_encoder" / "config.json"
     if family == "sd1" and te_cfg.exists() and _read_json(te_cfg).get("hidden_size") == 1024:
         family = "sd2"
-    return ModelInfo(name, str(folder), family, size, size)
+    return ModelInfo(
+        name, str(folder), family, size, size, default_scheduler=native_scheduler(folder)
+    )
 
 
 def safetensors_keys(path: Path) -> list[str]:
