@@ -173,8 +173,9 @@ def nearest_shape(fill_ratio: float) -> str:
 
 def read_image(image: Image.Image | np.ndarray) -> Reading:
     labels = color_labels(image)
-    border = np.concatenate([labels[:2].ravel(), labels[-2:].ravel(),
-                             labels[:, :2].ravel(), labels[:, -2:].ravel()])
+    border = np.concatenate(
+        [labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()]
+    )
     bg = int(np.bincount(border, minlength=len(_NAMES)).argmax())
     counts = np.bincount(labels.ravel(), minlength=len(_NAMES))
     counts[bg] = 0

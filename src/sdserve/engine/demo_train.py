@@ -46,8 +46,13 @@ BETA_SCHEDULES = {"linear": (0.0001, 0.02), "scaled_linear": (0.00085, 0.012)}
 
 def train_betas(schedule: str, prediction: str) -> dict[str, Any]:
     start, end = BETA_SCHEDULES[schedule]
-    return {"num_train_timesteps": 1000, "beta_start": start, "beta_end": end,
-            "beta_schedule": schedule, "prediction_type": prediction}
+    return {
+        "num_train_timesteps": 1000,
+        "beta_start": start,
+        "beta_end": end,
+        "beta_schedule": schedule,
+        "prediction_type": prediction,
+    }
 
 
 @dataclass(frozen=True)
@@ -170,8 +175,9 @@ def make_dataset(n: int, seed: int, tokenizer: Any) -> tuple[torch.Tensor, torch
         scene = sample_scene(rng)
         images[i] = np.asarray(render(scene, rng))
         captions.append(scene.caption())
-    ids = tokenizer(captions, padding="max_length", max_length=MAX_LENGTH,
-                    truncation=True, return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions, padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), ids
 
 
@@ -208,9 +214,7 @@ def train_vae(vae: Any, images: torch.Tensor, cfg: TrainConfig) -> None:
             group["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, 50)
         x = to_float(images[next(order)])
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(
-            posterior.mean.shape, generator=gen
-        )
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = vae.decode(z).sample
         rec = F.mse_loss(recon, x) + F.l1_loss(recon, x)  # L1 keeps the edges sharp
         kl = posterior.kl().mean()
@@ -219,8 +223,11 @@ def train_vae(vae: Any, images: torch.Tensor, cfg: TrainConfig) -> None:
         loss.backward()
         opt.step()
         if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            print(f"vae step {step:5d} rec {rec.item():.5f} kl {kl.item():.1f} "
-                  f"{time.monotonic() - start:.0f}s", flush=True)
+            print(
+                f"vae step {step:5d} rec {rec.item():.5f} kl {kl.item():.1f} "
+                f"{time.monotonic() - start:.0f}s",
+                flush=True,
+            )
     vae.eval()
     vae.requires_grad_(False)
 
@@ -294,9 +301,11 @@ def train_unet(
         running += loss.item()
         if (step + 1) % cfg.log_every == 0 or step == cfg.unet_steps - 1:
             n = (step % cfg.log_every) + 1
-            print(f"unet step {step + 1:5d} loss {running / n:.4f} "
-                  f"lr {opt.param_groups[0]['lr']:.2e} {time.monotonic() - start:.0f}s",
-                  flush=True)
+            print(
+                f"unet step {step + 1:5d} loss {running / n:.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} {time.monotonic() - start:.0f}s",
+                flush=True,
+            )
             running = 0.0
     else:
         step = cfg.unet_steps
@@ -349,37 +358,56 @@ def train_demo_model(out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = build_tokenizer(Path(scratch) / "tokenizer")
-        models = build_models(len(tokenizer), tokenizer.bos_token_id,
-                              tokenizer.eos_token_id, cfg.seed)
+        models = build_models(
+            len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, cfg.seed
+        )
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
     print(f"config {asdict(cfg)}\nparams {n_params}", flush=True)
     images, ids = make_dataset(cfg.num_scenes, cfg.seed, tokenizer)
-    empty_ids = tokenizer("", padding="max_length", max_length=MAX_LENGTH,
-                          return_tensors="pt").input_ids[0]
+    empty_ids = tokenizer(
+        "", padding="max_length", max_length=MAX_LENGTH, return_tensors="pt"
+    ).input_ids[0]
     print(f"dataset {tuple(images.shape)} {time.monotonic() - t0:.0f}s", flush=True)
 
     vae = models["vae"]
     train_vae(vae, images, cfg)
     means, stds = encode_all(vae, images)
-    sample = means + stds * torch.randn(means.shape, generator=torch.Generator()
-                                        .manual_seed(cfg.seed + 30))
+    sample = means + stds * torch.randn(
+        means.shape, generator=torch.Generator().manual_seed(cfg.seed + 30)
+    )
     scaling = float(1.0 / sample.std())
     vae.register_to_config(scaling_factor=scaling)
-    print(f"latents {tuple(means.shape)} std {sample.std().item():.3f} "
-          f"scaling_factor {scaling:.4f} {time.monotonic() - t0:.0f}s", flush=True)
+    print(
+        f"latents {tuple(means.shape)} std {sample.std().item():.3f} "
+        f"scaling_factor {scaling:.4f} {time.monotonic() - t0:.0f}s",
+        flush=True,
+    )
 
     deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     unet, text_encoder, steps = train_unet(
-        models["unet"], models["text_encoder"], (means * scaling, stds * scaling),
-        ids, empty_ids, cfg, deadline,
+        models["unet"],
+        models["text_encoder"],
+        (means * scaling, stds * scaling),
+        ids,
+        empty_ids,
+        cfg,
+        deadline,
     )
     minutes = (time.monotonic() - t0) / 60
-    meta = {"config": asdict(cfg), "unet_steps_done": steps, "params": n_params,
-            "minutes": round(minutes, 1),
-            "train_betas": train_betas(cfg.beta_schedule, cfg.prediction),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-    save_pipeline(Path(out_dir), {"vae": vae, "text_encoder": text_encoder, "unet": unet,
-                                  "tokenizer": tokenizer}, meta)
+    meta = {
+        "config": asdict(cfg),
+        "unet_steps_done": steps,
+        "params": n_params,
+        "minutes": round(minutes, 1),
+        "train_betas": train_betas(cfg.beta_schedule, cfg.prediction),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    save_pipeline(
+        Path(out_dir),
+        {"vae": vae, "text_encoder": text_encoder, "unet": unet, "tokenizer": tokenizer},
+        meta,
+    )
     print(f"saved {out_dir} after {minutes:.1f} min", flush=True)
     return Path(out_dir)
 
@@ -392,17 +420,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unet-steps", type=int, default=TrainConfig.unet_steps)
     parser.add_argument("--num-scenes", type=int, default=TrainConfig.num_scenes)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
-    parser.add_argument("--schedule", choices=list(BETA_SCHEDULES),
-                        default=TrainConfig.beta_schedule)
-    parser.add_argument("--prediction", choices=["v_prediction", "epsilon"],
-                        default=TrainConfig.prediction)
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-clock cap; cuts UNet training short (not reproducible)")
+    parser.add_argument(
+        "--schedule", choices=list(BETA_SCHEDULES), default=TrainConfig.beta_schedule
+    )
+    parser.add_argument(
+        "--prediction", choices=["v_prediction", "epsilon"], default=TrainConfig.prediction
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock cap; cuts UNet training short (not reproducible)",
+    )
     args = parser.parse_args(argv)
-    train_demo_model(args.out_dir, seed=args.seed, vae_steps=args.vae_steps,
-                     unet_steps=args.unet_steps, num_scenes=args.num_scenes,
-                     threads=args.threads, max_minutes=args.minutes,
-                     beta_schedule=args.schedule, prediction=args.prediction)
+    train_demo_model(
+        args.out_dir,
+        seed=args.seed,
+        vae_steps=args.vae_steps,
+        unet_steps=args.unet_steps,
+        num_scenes=args.num_scenes,
+        threads=args.threads,
+        max_minutes=args.minutes,
+        beta_schedule=args.schedule,
+        prediction=args.prediction,
+    )
 
 
 if __name__ == "__main__":
