@@ -26,7 +26,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/sdserve serve
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
