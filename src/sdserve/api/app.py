@@ -16,7 +16,7 @@ from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
-from sdserve.worker.process import READY_TTL_S
+from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
 
@@ -61,7 +61,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
     services.metrics.watch_queue(
         services.queue.stats,
-        lambda: sum(1 for s in services.registry.live(READY_TTL_S) if s.ready),
+        lambda: len(ready_workers(services.registry)),
     )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     return app

@@ -18,7 +18,7 @@ from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import GenerateRequest, JobRequest, Priority
 from sdserve.queue.base import ListFilter
 from sdserve.storage.base import valid_image_id
-from sdserve.worker.process import READY_TTL_S
+from sdserve.worker.registry import READY_TTL_S, ready_workers
 
 router = APIRouter()
 
@@ -186,7 +186,7 @@ async def healthz() -> dict[str, Any]:
 async def readyz(request: Request, response: Response) -> dict[str, Any]:
     """Ready when at least one worker has its model loaded and warmed."""
     services = services_of(request)
-    workers = [s for s in services.registry.live(READY_TTL_S) if s.ready]
+    workers = ready_workers(services.registry)
     if not workers:
         response.status_code = 503
         return {"status": "not_ready", "ready_workers": 0}

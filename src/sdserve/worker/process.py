@@ -16,7 +16,6 @@ from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.registry import FileRegistry, WorkerState
 
 log = logging.getLogger("sdserve.worker")
-READY_TTL_S = 10.0
 _PUBLISH_EVERY_S = 2.0
 
 

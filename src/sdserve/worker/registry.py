@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+# A worker refreshes its state every 2 s; one silent for this long is gone.
+READY_TTL_S = 10.0
+
 
 @dataclass
 class WorkerState:
@@ -79,3 +82,8 @@ class MemoryRegistry:
 
     def remove(self, worker_id: str) -> None:
         self._states.pop(worker_id, None)
+
+
+def ready_workers(registry: WorkerRegistry) -> list[WorkerState]:
+    """Live workers whose model is loaded and warmed."""
+    return [s for s in registry.live(READY_TTL_S) if s.ready]
