@@ -6,9 +6,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from sdserve.engine.cpu_env import prepare_cpu_env
+from sdserve.engine.process_env import prepare_engine_env
 
-prepare_cpu_env()
+prepare_engine_env()
 
 
 def pct(values: list[float], q: float) -> float:

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.common import prepare_cpu_env
+from bench.common import prepare_engine_env
 from sdserve.engine.demo_scenes import COLORS, SHAPES, Scene, read_image, render
 from sdserve.wiring import PACKAGED_DEMO
 
-prepare_cpu_env()
+prepare_engine_env()
 
 
 def pipelines(model_dir: Path) -> tuple[Any, Any]:

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from sdserve.config import Settings
-from sdserve.engine.cpu_env import prepare_cpu_env
+from sdserve.engine.process_env import prepare_engine_env
 from sdserve.testing import free_port
 
-prepare_cpu_env()  # before anything imports torch (see cpu_env)
+prepare_engine_env()  # before anything imports torch (see process_env)
 
 __all__ = ["free_port"]
 

@@ -150,9 +150,9 @@ def train_demo(
 ) -> None:
     """Train the shape-drawing demo model from scratch on this machine's CPU
     (about half an hour on 2 cores; see docs/demo-model.md)."""
-    from sdserve.engine.cpu_env import prepare_cpu_env
+    from sdserve.engine.process_env import prepare_engine_env
 
-    prepare_cpu_env()
+    prepare_engine_env()
     from sdserve.engine.demo_train import train_demo_model
 
     train_demo_model(path, seed=seed)

@@ -113,9 +113,19 @@ def _from_single_file(
         raise ModelLoadError(f"could not load {path}: {exc}") from exc
 
 
+def _quiet_loading() -> None:
+    """Progress bars belong on a terminal, not in a service's logs."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
     """Build the pipeline for ``info`` with Settings' dtype (not yet moved to a device)."""
     refuse_pickle(info.source)
+    _quiet_loading()
     cls = pipeline_class(info.family)
     kwargs: dict[str, Any] = {"dtype": placement(settings).dtype}
     if info.family != "sdxl":

@@ -9,7 +9,7 @@ import signal
 import threading
 
 from sdserve.config import Settings
-from sdserve.engine.cpu_env import prepare_cpu_env
+from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
@@ -43,7 +43,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     parent = os.getppid()
     if embedded:
         die_with_parent()
-    prepare_cpu_env()
+    prepare_engine_env()
     from sdserve.engine.pipelines import DiffusersEngine  # torch: only in workers
 
     queue = build_queue(settings)
