@@ -9,13 +9,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sdserve.queue.factory import build_queue
-from sdserve.queue.wakeups import LocalWakeupBus
 
 from sdserve.api.app import create_app
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
+from sdserve.queue.factory import build_queue
+from sdserve.queue.wakeups import LocalWakeupBus
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker
