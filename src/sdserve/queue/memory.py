@@ -7,7 +7,6 @@ and callers get copies, so a caller cannot change the queue's state by accident.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +21,10 @@ from sdserve.queue.common import (
     decode_cursor,
     encode_cursor,
     lease_expired_error,
-    new_outbox_id,
     now_or,
-    outbox_payload,
     retry_keeps_going,
 )
+from sdserve.queue.memory_outbox import MemoryOutbox
 
 _LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
@@ -38,7 +36,7 @@ class _Entry:
     available_at: float
 
 
-class MemoryQueue:
+class MemoryQueue(MemoryOutbox):
     def __init__(self, max_depth: int = 10_000) -> None:
         self.max_depth = max_depth
         self._lock = threading.RLock()
@@ -352,40 +350,6 @@ class MemoryQueue:
             )
             return job.model_copy()
 
-    # --- webhook outbox ---
-    def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
-        ts = now_or(now)
-        with self._lock:
-            due = [
-                o
-                for o in self._outbox.values()
-                if o.status == "pending" and o.next_attempt_at <= ts
-            ]
-        due.sort(key=lambda o: (o.next_attempt_at, o.created_at))
-        return due[:limit]
-
-    def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
-        self._outbox_update(entry_id, status="delivered", bump=True)
-
-    def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None:
-        self._outbox_update(entry_id, next_attempt_at=next_attempt_at, last_error=error, bump=True)
-
-    def outbox_give_up(self, entry_id: str, error: str) -> None:
-        self._outbox_update(entry_id, status="failed", last_error=error, bump=True)
-
-    def outbox_get(self, entry_id: str) -> OutboxEntry | None:
-        with self._lock:
-            return self._outbox.get(entry_id)
-
-    def _outbox_update(self, entry_id: str, bump: bool, **changes: Any) -> None:
-        with self._lock:
-            entry = self._outbox.get(entry_id)
-            if entry is None:
-                raise NotFound(f"outbox entry {entry_id} not found")
-            if bump:
-                changes["attempts"] = entry.attempts + 1
-            self._outbox[entry_id] = dataclasses.replace(entry, **changes)
-
     def close(self) -> None:
         """Nothing to release: the data lives and dies with this object."""
 
@@ -415,17 +379,7 @@ class MemoryQueue:
         done = self._replace(
             job, status=status, finished_at=ts, updated_at=ts, **_LEASE_CLEARED, **changes
         )
-        if done.callback_url:
-            entry = OutboxEntry(
-                id=new_outbox_id(),
-                job_id=done.id,
-                url=done.callback_url,
-                payload=outbox_payload(done),
-                attempts=0,
-                next_attempt_at=ts,
-                created_at=ts,
-            )
-            self._outbox[entry.id] = entry
+        self._add_outbox_entry(done, ts)
         return done
 
 

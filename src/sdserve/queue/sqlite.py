@@ -25,14 +25,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.queue import sqlite_ops as ops
 from sdserve.queue import sqlite_schema as schema
-from sdserve.queue.base import Claim, JobPage, ListFilter, OutboxEntry, QueueStats
+from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
 from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate, select_batch, window_wait
 from sdserve.queue.common import (
     decode_cursor,
@@ -40,6 +39,7 @@ from sdserve.queue.common import (
     now_or,
     retry_keeps_going,
 )
+from sdserve.queue.sqlite_outbox import SqliteOutbox
 
 _COLS = ops.COLS
 _LEASE_CLEARED = ops.LEASE_CLEARED
@@ -50,7 +50,7 @@ _HELD = ops.HELD
 _EVERY_LEASE = 1e300
 
 
-class SqliteQueue:
+class SqliteQueue(SqliteOutbox):
     def __init__(self, path: Path, max_depth: int = 10_000, *, synchronous: str = "FULL") -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"unsupported synchronous mode {synchronous!r}")
@@ -391,43 +391,6 @@ class SqliteQueue:
                     "updated_at": ts,  # available_at stays: <= the last claim, so ready now
                 },
             )
-
-    # --- webhook outbox ---
-    def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, created_at LIMIT ?",
-                (now_or(now), limit),
-            )
-            .fetchall()
-        )
-        return [schema.row_to_outbox(r) for r in rows]
-
-    def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
-        self._outbox_update(entry_id, "status = 'delivered'", ())
-
-    def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None:
-        self._outbox_update(
-            entry_id, "next_attempt_at = ?, last_error = ?", (next_attempt_at, error)
-        )
-
-    def outbox_give_up(self, entry_id: str, error: str) -> None:
-        self._outbox_update(entry_id, "status = 'failed', last_error = ?", (error,))
-
-    def outbox_get(self, entry_id: str) -> OutboxEntry | None:
-        row = self._conn().execute("SELECT * FROM outbox WHERE id = ?", (entry_id,)).fetchone()
-        return schema.row_to_outbox(row) if row else None
-
-    def _outbox_update(self, entry_id: str, sets: str, params: tuple[Any, ...]) -> None:
-        with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE outbox SET {sets}, attempts = attempts + 1 WHERE id = ?",
-                (*params, entry_id),
-            )
-            if cur.rowcount == 0:
-                raise NotFound(f"outbox entry {entry_id} not found")
 
     def close(self) -> None:
         self._closed = True

@@ -1,0 +1,65 @@
+"""The in-memory queue's webhook outbox (a mixin: entries live beside the jobs, under
+the same lock, so a terminal transition and its outbox entry are one step)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+from sdserve.domain.errors import NotFound
+from sdserve.domain.jobs import Job
+from sdserve.queue.base import OutboxEntry
+from sdserve.queue.common import new_outbox_id, now_or, outbox_payload
+
+
+class MemoryOutbox:
+    _lock: threading.RLock
+    _outbox: dict[str, OutboxEntry]
+
+    def _add_outbox_entry(self, job: Job, ts: float) -> None:
+        """For a job that just ended; the caller holds the lock."""
+        if job.callback_url:
+            entry = OutboxEntry(
+                id=new_outbox_id(),
+                job_id=job.id,
+                url=job.callback_url,
+                payload=outbox_payload(job),
+                attempts=0,
+                next_attempt_at=ts,
+                created_at=ts,
+            )
+            self._outbox[entry.id] = entry
+
+    def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
+        ts = now_or(now)
+        with self._lock:
+            due = [
+                o
+                for o in self._outbox.values()
+                if o.status == "pending" and o.next_attempt_at <= ts
+            ]
+        due.sort(key=lambda o: (o.next_attempt_at, o.created_at))
+        return due[:limit]
+
+    def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
+        self._outbox_update(entry_id, status="delivered", bump=True)
+
+    def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None:
+        self._outbox_update(entry_id, next_attempt_at=next_attempt_at, last_error=error, bump=True)
+
+    def outbox_give_up(self, entry_id: str, error: str) -> None:
+        self._outbox_update(entry_id, status="failed", last_error=error, bump=True)
+
+    def outbox_get(self, entry_id: str) -> OutboxEntry | None:
+        with self._lock:
+            return self._outbox.get(entry_id)
+
+    def _outbox_update(self, entry_id: str, bump: bool, **changes: Any) -> None:
+        with self._lock:
+            entry = self._outbox.get(entry_id)
+            if entry is None:
+                raise NotFound(f"outbox entry {entry_id} not found")
+            if bump:
+                changes["attempts"] = entry.attempts + 1
+            self._outbox[entry_id] = dataclasses.replace(entry, **changes)
