@@ -563,3 +563,16 @@ def test_concurrent_claims_never_share_a_job(queue: JobQueue) -> None:
         t.join(30)
     assert sorted(claimed) == sorted(ids)
     assert queue.stats(now=T0 + 102).queued == {"high": 0, "normal": 0, "low": 0}
+
+
+def test_outbox_claim_hides_entries_from_other_dispatchers(queue: JobQueue) -> None:
+    job_id = add(queue, T0, callback_url="https://example.com/hook")
+    claim(queue, T0 + 1)
+    queue.complete(job_id, "w1", result(), now=T0 + 2)
+    (entry,) = queue.outbox_claim(now=T0 + 3, lease_seconds=60)
+    assert entry.job_id == job_id
+    assert queue.outbox_claim(now=T0 + 4, lease_seconds=60) == []  # a second dispatcher
+    (again,) = queue.outbox_claim(now=T0 + 64, lease_seconds=60)  # the first one died
+    assert again.id == entry.id
+    queue.outbox_delivered(again.id, now=T0 + 65)
+    assert queue.outbox_claim(now=T0 + 1000) == []

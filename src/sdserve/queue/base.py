@@ -167,6 +167,14 @@ class JobQueue(Protocol):
     # --- webhook outbox ---
     def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]: ...
 
+    def outbox_claim(
+        self, now: float | None = None, limit: int = 50, lease_seconds: float = 60.0
+    ) -> list[OutboxEntry]:
+        """Like ``outbox_due``, but hides the returned entries from other dispatchers for
+        ``lease_seconds`` (one transaction), so several API processes never send the
+        same entry at once; an entry whose dispatcher died comes back after the lease."""
+        ...
+
     def outbox_delivered(self, entry_id: str, now: float | None = None) -> None: ...
 
     def outbox_retry(self, entry_id: str, next_attempt_at: float, error: str) -> None: ...

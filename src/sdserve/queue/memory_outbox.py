@@ -42,6 +42,17 @@ class MemoryOutbox:
         due.sort(key=lambda o: (o.next_attempt_at, o.created_at))
         return due[:limit]
 
+    def outbox_claim(
+        self, now: float | None = None, limit: int = 50, lease_seconds: float = 60.0
+    ) -> list[OutboxEntry]:
+        ts = now_or(now)
+        with self._lock:
+            due = self.outbox_due(ts, limit)
+            for entry in due:
+                hidden = dataclasses.replace(entry, next_attempt_at=ts + lease_seconds)
+                self._outbox[entry.id] = hidden
+        return due
+
     def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
         self._outbox_update(entry_id, status="delivered", bump=True)
 

@@ -32,6 +32,22 @@ class SqliteOutbox:
         )
         return [schema.row_to_outbox(r) for r in rows]
 
+    def outbox_claim(
+        self, now: float | None = None, limit: int = 50, lease_seconds: float = 60.0
+    ) -> list[OutboxEntry]:
+        ts = now_or(now)
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at, created_at LIMIT ?",
+                (ts, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET next_attempt_at = ? WHERE id = ?",
+                [(ts + lease_seconds, row["id"]) for row in rows],
+            )
+        return [schema.row_to_outbox(r) for r in rows]
+
     def outbox_delivered(self, entry_id: str, now: float | None = None) -> None:
         self._outbox_update(entry_id, "status = 'delivered'", ())
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import ssl
 import threading
@@ -186,7 +187,9 @@ def _clip(text: str) -> str:
 class Outbox(Protocol):
     """The part of JobQueue the dispatcher uses (every JobQueue is one)."""
 
-    def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]: ...
+    def outbox_claim(
+        self, now: float | None = None, limit: int = 50, lease_seconds: float = 60.0
+    ) -> list[OutboxEntry]: ...
 
     def outbox_delivered(self, entry_id: str, now: float | None = None) -> None: ...
 
@@ -234,6 +237,10 @@ class WebhookDispatcher:
         # clock, so it must be real time even when run_once is given a test ``now``.
         self.clock = clock
         self._executor = ThreadPoolExecutor(max(1, concurrency), "webhook-send")
+        # Claimed entries stay hidden from other dispatchers while this one works
+        # through the batch: every send may take the full timeout, concurrency at a time.
+        rounds = math.ceil(batch_size / max(1, concurrency))
+        self.claim_lease = 2 * settings.webhook_timeout_seconds * rounds + 30
 
     @classmethod
     def from_settings(cls, queue: Outbox, settings: Settings) -> WebhookDispatcher:
@@ -251,7 +258,7 @@ class WebhookDispatcher:
     def run_once(self, now: float | None = None) -> int:
         """Try every entry due at ``now``; returns how many were tried."""
         now = time.time() if now is None else now
-        entries = self.queue.outbox_due(now, limit=self.batch_size)
+        entries = self.queue.outbox_claim(now, self.batch_size, self.claim_lease)
         if not entries:
             return 0
         # Sends run in parallel (one slow receiver must not hold up the rest); the
