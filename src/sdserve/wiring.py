@@ -42,11 +42,8 @@ def default_model(settings: Settings) -> ModelInfo:
 
 
 def build_catalog(settings: Settings) -> Catalog:
-    default = default_model(settings)
-    catalog = Catalog.scan(default, settings.resolved_models_dir)
-    if packaged_demo_available() and DEMO_NAME not in catalog.names():
-        catalog = Catalog(default, [*catalog.all()[1:], describe(DEMO_NAME, str(PACKAGED_DEMO))])
-    return catalog
+    builtin = [describe(DEMO_NAME, str(PACKAGED_DEMO))] if packaged_demo_available() else []
+    return Catalog.scan(default_model(settings), settings.resolved_models_dir, builtin)
 
 
 def build_blobs(settings: Settings) -> BlobStore:

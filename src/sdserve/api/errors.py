@@ -45,9 +45,9 @@ def _jsonable(value: Any) -> bool:
 
 
 def _count(request: Request, err_type: str) -> None:
-    metrics = getattr(request.app.state, "services", None)
-    if metrics is not None:
-        metrics.metrics.errors.labels(err_type).inc()
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.metrics.errors.labels(err_type).inc()
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -127,7 +127,11 @@ class Catalog:
             self._by_name.setdefault(info.name, info)
 
     @classmethod
-    def scan(cls, default: ModelInfo, models_dir: Path) -> Catalog:
+    def scan(
+        cls, default: ModelInfo, models_dir: Path, builtin: list[ModelInfo] | None = None
+    ) -> Catalog:
+        """The default, every model under ``models_dir``, then ``builtin`` ones (a name
+        already taken keeps its first entry)."""
         extra: list[ModelInfo] = []
         if models_dir.is_dir():
             for entry in sorted(models_dir.iterdir()):
@@ -138,7 +142,7 @@ class Catalog:
                         extra.append(describe_checkpoint(entry.stem, entry))
                 except (OSError, ValueError, UnsafeWeights):
                     continue  # a broken entry must not take the service down
-        return cls(default, extra)
+        return cls(default, [*extra, *(builtin or [])])
 
     def names(self) -> list[str]:
         return list(self._by_name)

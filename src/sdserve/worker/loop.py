@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -50,7 +49,6 @@ class Worker:
         wakeups: WakeupBus,
         config: WorkerConfig,
         worker_id: str | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -58,7 +56,6 @@ class Worker:
         self.wakeups = wakeups
         self.config = config
         self.id = worker_id or new_worker_id()
-        self.clock = clock
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -137,7 +134,7 @@ class Worker:
         self._pending.append(self._finisher.submit(self._finish, jobs, output, elapsed))
 
     def _generate(self, req: BatchRequest, jobs: list[Job]) -> BatchOutput:
-        progress = _Progress(self, jobs, req)
+        progress = _Progress(self, req)
         try:
             return self.engine.generate(req, progress.on_step)
         except OutOfMemory:
@@ -198,7 +195,7 @@ def _job_error(exc: BaseException) -> JobError:
 class _Progress:
     """Step callback: reports progress (throttled) and picks up cancel requests."""
 
-    def __init__(self, worker: Worker, jobs: list[Job], req: BatchRequest) -> None:
+    def __init__(self, worker: Worker, req: BatchRequest) -> None:
         self.worker = worker
         self.ids = [it.job_id for it in req.items]
         self.last_report = 0.0
