@@ -28,7 +28,6 @@ from pathlib import Path
 
 from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
-from sdserve.domain.requests import Priority
 from sdserve.queue import sqlite_ops as ops
 from sdserve.queue import sqlite_schema as schema
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
@@ -181,26 +180,12 @@ class SqliteQueue(SqliteOutbox):
             conn.execute("COMMIT")
 
     def stats(self, now: float | None = None) -> QueueStats:
-        ts = now_or(now)
         conn = self._conn()
-        queued = {p.value: 0 for p in Priority}
-        oldest: float | None = None
-        conn.execute("BEGIN")
+        conn.execute("BEGIN")  # one snapshot for all the counts
         try:
-            for rank, count, first in conn.execute(
-                "SELECT priority_rank, count(*), min(created_at) FROM jobs"
-                " WHERE status = 'queued' GROUP BY priority_rank"
-            ):
-                queued[Priority.from_rank(rank).value] = count
-                oldest = first if oldest is None else min(oldest, first)
-            running = conn.execute("SELECT count(*) FROM jobs WHERE status = 'running'")
-            n_running = running.fetchone()[0]
-            dead = conn.execute("SELECT count(*) FROM jobs WHERE dead_lettered = 1")
-            n_dead = dead.fetchone()[0]
+            return ops.stats(conn, now_or(now))
         finally:
             conn.execute("COMMIT")
-        age = ts - oldest if oldest is not None else None
-        return QueueStats(queued, n_running, n_dead, age)
 
     # --- worker side ---
     def claim_batch(

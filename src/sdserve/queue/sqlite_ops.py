@@ -9,7 +9,9 @@ from typing import Any
 
 from sdserve.domain.errors import IdempotencyConflict, NotFound
 from sdserve.domain.jobs import Job, JobStatus, NewJob
+from sdserve.domain.requests import Priority
 from sdserve.queue import sqlite_schema as schema
+from sdserve.queue.base import QueueStats
 from sdserve.queue.common import lease_expired_error, new_outbox_id, outbox_payload
 
 COLS = schema.JOB_COLUMNS
@@ -136,3 +138,18 @@ def idempotent_match(conn: sqlite3.Connection, job: NewJob) -> Job | None:
             "idempotency key already used with a different request", job_id=row["id"]
         )
     return schema.row_to_job(row)
+
+
+def stats(conn: sqlite3.Connection, ts: float) -> QueueStats:
+    """Queue depth by priority, running jobs, dead letters, oldest waiting job's age."""
+    queued = {p.value: 0 for p in Priority}
+    oldest: float | None = None
+    for rank, count, first in conn.execute(
+        "SELECT priority_rank, count(*), min(created_at) FROM jobs"
+        " WHERE status = 'queued' GROUP BY priority_rank"
+    ):
+        queued[Priority.from_rank(rank).value] = count
+        oldest = first if oldest is None else min(oldest, first)
+    running = conn.execute("SELECT count(*) FROM jobs WHERE status = 'running'").fetchone()[0]
+    dead = conn.execute("SELECT count(*) FROM jobs WHERE dead_lettered = 1").fetchone()[0]
+    return QueueStats(queued, running, dead, ts - oldest if oldest is not None else None)
