@@ -17,6 +17,15 @@ DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_SCHEDULER = "euler_a"
 
+# Editing tasks (img2img, inpaint, upscale).
+DEFAULT_IMG2IMG_STRENGTH = 0.75
+DEFAULT_INPAINT_STRENGTH = 1.0
+MAX_MASK_BLUR = 64
+DEFAULT_MASK_BLUR = 4
+# The SD x4 upscaler's own ceiling (its max_noise_level) and its usual default.
+MAX_NOISE_LEVEL = 350
+DEFAULT_NOISE_LEVEL = 20
+
 # Names only: the engine maps each to a diffusers scheduler class (engine/schedulers.py);
 # a test keeps the two in step.
 SCHEDULER_NAMES: tuple[str, ...] = (

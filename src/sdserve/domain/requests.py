@@ -43,6 +43,21 @@ class OutputFormat(StrEnum):
 
 class Task(StrEnum):
     txt2img = "txt2img"
+    img2img = "img2img"
+    inpaint = "inpaint"
+    upscale = "upscale"
+
+    @property
+    def needs_image(self) -> bool:
+        return self is not Task.txt2img
+
+
+def steps_run(num_inference_steps: int, strength: float | None) -> int:
+    """Denoising steps an img2img/inpaint job really runs (diffusers' rule: the first
+    ``(1 - strength)`` of the schedule is skipped)."""
+    if strength is None:
+        return num_inference_steps
+    return min(int(num_inference_steps * strength), num_inference_steps)
 
 
 def _side_ok(value: int | None, name: str) -> int | None:
@@ -113,6 +128,14 @@ class JobSpec(BaseModel):
     model: str
     priority: Priority
     output_format: OutputFormat
+    # Editing inputs are blob ids (never inline bytes: rows are read on every poll).
+    # Parameters that do not apply to the task stay None.
+    image: str | None = None  # img2img, inpaint, upscale
+    mask: str | None = None  # inpaint: white = repaint
+    strength: float | None = None  # img2img, inpaint
+    mask_blur: int | None = None  # inpaint
+    keep_unmasked: bool | None = None  # inpaint: pixels outside the mask kept exactly
+    noise_level: int | None = None  # upscale (x4 upscaler)
 
     @property
     def seeds(self) -> list[int]:
@@ -131,12 +154,21 @@ class JobSpec(BaseModel):
                 self.num_inference_steps,
                 repr(float(self.guidance_scale)),
                 self.scheduler,
+                repr(self.strength),
+                self.mask_blur,
+                self.keep_unmasked,
+                self.noise_level,
             )
         )
+
+    @property
+    def steps_run(self) -> int:
+        return steps_run(self.num_inference_steps, self.strength)
 
     def public(self) -> dict[str, Any]:
         out = self.model_dump(mode="json")
         out["seeds"] = self.seeds
+        out["steps_run"] = self.steps_run
         return out
 
 

@@ -11,12 +11,15 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One job's share of a batch: its prompts and one seed per image."""
+    """One job's share of a batch: its prompts, one seed per image and, for editing
+    tasks, its own input image (RGB) and mask ("L", white = repaint, same size)."""
 
     job_id: str
     prompt: str
     negative_prompt: str
     seeds: list[int]
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class BatchRequest:
     guidance_scale: float
     scheduler: str
     items: list[BatchItem]
+    # Editing parameters, shared by the batch (they are part of the batch key).
+    strength: float = 1.0  # img2img / inpaint, diffusers' semantics
+    mask_blur: int = 0  # inpaint: Gaussian blur radius applied to the mask
+    keep_unmasked: bool = True  # inpaint: pixels where the mask is 0 stay the input's
+    noise_level: int = 20  # upscale (x4): noise added to the low-res input
 
     @property
     def num_images(self) -> int:
@@ -55,16 +63,40 @@ class BatchOutput:
 StepCallback = Callable[[int, int], set[str]]
 
 
+# What a model family can do. A text-to-image checkpoint also edits (img2img and
+# inpaint through diffusers' from_pipe); inpainting checkpoints (9-channel UNet) only
+# inpaint; upscalers only upscale.
+FAMILY_TASKS: dict[str, tuple[str, ...]] = {
+    "sd1": ("txt2img", "img2img", "inpaint"),
+    "sd2": ("txt2img", "img2img", "inpaint"),
+    "sdxl": ("txt2img", "img2img", "inpaint"),
+    "unknown": ("txt2img", "img2img", "inpaint"),
+    "inpaint": ("inpaint",),
+    "upscaler": ("upscale",),  # StableDiffusionUpscalePipeline, x4
+    "latent-upscaler": ("upscale",),  # StableDiffusionLatentUpscalePipeline, x2
+}
+UPSCALE_FACTOR = {"upscaler": 4, "latent-upscaler": 2}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
     source: str  # path or hub id
-    family: str  # sd1 | sd2 | sdxl | unknown
+    family: str  # a key of FAMILY_TASKS
     default_width: int
     default_height: int
     loaded: bool = False
     # The scheduler the checkpoint ships with: what a request without one gets.
     default_scheduler: str = "euler_a"
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return FAMILY_TASKS.get(self.family, ())
+
+    @property
+    def upscale_factor(self) -> int:
+        """Output side / input side for upscalers (1 for every other family)."""
+        return UPSCALE_FACTOR.get(self.family, 1)
 
 
 class GenerationEngine(Protocol):

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
+from PIL import Image
+
+from sdserve.domain import limits
 from sdserve.domain.jobs import Job
+from sdserve.domain.requests import JobSpec
 from sdserve.engine.base import BatchItem, BatchOutput, BatchRequest, ItemOutput
 
+# Reads a stored input (blob id) back as an image; raises if it is gone.
+ImageLoader = Callable[[str], Image.Image]
 
-def batch_request(jobs: list[Job]) -> BatchRequest:
-    """All jobs of a claim share a batch key, so the first one's parameters hold for all."""
+
+def batch_request(jobs: list[Job], load: ImageLoader | None = None) -> BatchRequest:
+    """All jobs of a claim share a batch key, so the first one's parameters hold for
+    all; each job brings its own prompts, seeds and input images."""
     spec = jobs[0].spec
     return BatchRequest(
         model=spec.model,
@@ -17,8 +28,25 @@ def batch_request(jobs: list[Job]) -> BatchRequest:
         num_inference_steps=spec.num_inference_steps,
         guidance_scale=spec.guidance_scale,
         scheduler=spec.scheduler,
-        items=[BatchItem(j.id, j.spec.prompt, j.spec.negative_prompt, j.spec.seeds) for j in jobs],
+        items=[_item(j, load) for j in jobs],
+        strength=spec.strength if spec.strength is not None else 1.0,
+        mask_blur=spec.mask_blur or 0,
+        keep_unmasked=spec.keep_unmasked if spec.keep_unmasked is not None else True,
+        noise_level=spec.noise_level
+        if spec.noise_level is not None
+        else limits.DEFAULT_NOISE_LEVEL,
     )
+
+
+def _item(job: Job, load: ImageLoader | None) -> BatchItem:
+    spec: JobSpec = job.spec
+    image = mask = None
+    if spec.image is not None or spec.mask is not None:
+        if load is None:
+            raise ValueError(f"job {job.id} has input images but no loader was given")
+        image = load(spec.image) if spec.image is not None else None
+        mask = load(spec.mask) if spec.mask is not None else None
+    return BatchItem(job.id, spec.prompt, spec.negative_prompt, spec.seeds, image, mask)
 
 
 def split_request(req: BatchRequest) -> tuple[BatchRequest, BatchRequest] | None:
@@ -37,17 +65,8 @@ def _from_pairs(req: BatchRequest, pairs: list[tuple[BatchItem, int]]) -> BatchR
         if items and items[-1].job_id == item.job_id:
             items[-1].seeds.append(seed)
         else:
-            items.append(BatchItem(item.job_id, item.prompt, item.negative_prompt, [seed]))
-    return BatchRequest(
-        req.model,
-        req.task,
-        req.width,
-        req.height,
-        req.num_inference_steps,
-        req.guidance_scale,
-        req.scheduler,
-        items,
-    )
+            items.append(replace(item, seeds=[seed]))
+    return replace(req, items=items)
 
 
 def merge_outputs(first: BatchOutput, second: BatchOutput) -> BatchOutput:
