@@ -15,7 +15,8 @@ import pytest
 
 from sdserve.domain.errors import Conflict, IdempotencyConflict, NotFound, QueueFull
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, JobStatus, NewJob
-from sdserve.domain.requests import JobSpec, OutputFormat, Priority
+from sdserve.domain.requests import JobSpec, OutputFormat, Priority, Task
+from sdserve.domain.workflows import NewWorkflow, StepInput, WorkflowStatus, WorkflowStep
 from sdserve.queue.base import JobQueue, ListFilter, OutboxEntry
 
 BACKENDS = ["memory", "sqlite"]
@@ -576,3 +577,153 @@ def test_outbox_claim_hides_entries_from_other_dispatchers(queue: JobQueue) -> N
     assert again.id == entry.id
     queue.outbox_delivered(again.id, now=T0 + 65)
     assert queue.outbox_claim(now=T0 + 1000) == []
+
+
+# --- a batch that died: only a job's own crashes count ---
+
+
+def test_jobs_of_a_dead_batch_are_refunded_and_retried_alone(queue: JobQueue) -> None:
+    a, b, c = (add(queue, T0 + i, max_attempts=2) for i in range(3))
+    assert claim(queue, T0 + 5) == [a, b, c]
+    assert sorted(queue.reclaim_expired(now=T0 + 5 + LEASE + 1)) == sorted([a, b, c])
+    for job_id in (a, b, c):
+        job = fetch(queue, job_id)
+        assert job.status == JobStatus.queued and job.attempts == 0 and job.solo
+    t = T0 + 100
+    assert claim(queue, t) == [a]  # alone, though b and c are compatible
+    assert claim(queue, t) == [b]
+    assert queue.complete(b, "w1", result(), now=t)
+    # a and c die again, now alone: these crashes are theirs and count.
+    queue.reclaim_expired(now=t + LEASE + 1)
+    assert fetch(queue, a).attempts == 1 and fetch(queue, a).status == JobStatus.queued
+    assert claim(queue, t + 50) == [a]
+    queue.reclaim_expired(now=t + 50 + LEASE + 1)
+    dead = fetch(queue, a)
+    assert dead.status == JobStatus.failed and dead.dead_lettered and dead.attempts == 2
+    assert fetch(queue, b).status == JobStatus.succeeded
+
+
+def test_a_solo_job_does_not_join_a_batch(queue: JobQueue) -> None:
+    first, second = add(queue, T0), add(queue, T0 + 1)
+    assert claim(queue, T0 + 2) == [first, second]
+    queue.reclaim_expired(now=T0 + 2 + LEASE + 1)
+    fresh = add(queue, T0 + 50)
+    assert claim(queue, T0 + 60) == [first]
+    assert claim(queue, T0 + 60) == [second]
+    assert claim(queue, T0 + 60) == [fresh]
+
+
+# --- workflows ---
+
+
+def _steps(images_last: int = 1) -> list[WorkflowStep]:
+    base = spec()
+    edit = base.model_copy(update={"task": Task.img2img, "strength": 0.5})
+    up = base.model_copy(update={"task": Task.upscale, "num_images": images_last})
+    return [
+        WorkflowStep(spec=base, input=StepInput.none),
+        WorkflowStep(spec=edit, input=StepInput.previous),
+        WorkflowStep(spec=up, input=StepInput.previous),
+    ]
+
+
+def _image_result(tag: str) -> JobResult:
+    return JobResult(images=[ImageRef(id=f"{tag}.png", seed=1)], generation_time=1.0, seed_used=1)
+
+
+def _run_step(q: JobQueue, at: float, tag: str) -> Job:
+    (job,) = q.claim_batch("w1", 4, LEASE, now=at).jobs
+    assert q.complete(job.id, "w1", _image_result(tag), now=at + 1)
+    return job
+
+
+def test_workflow_runs_its_steps_in_order_feeding_outputs(queue: JobQueue) -> None:
+    wf, created = queue.enqueue_workflow(
+        NewWorkflow(steps=_steps(), callback_url="https://example.com/wf"), now=T0
+    )
+    assert created and wf.status == WorkflowStatus.running and wf.current == 0
+    first = _run_step(queue, T0 + 1, "one")
+    assert first.workflow_id == wf.id and first.workflow_step == 0
+    assert queue.outbox_due(now=T0 + 2) == []  # steps report through their workflow
+    second = _run_step(queue, T0 + 3, "two")
+    assert second.spec.task == Task.img2img and second.spec.image == "one.png"
+    mid = queue.get_workflow(wf.id)
+    assert mid is not None and mid.current == 2 and mid.status == WorkflowStatus.running
+    third = _run_step(queue, T0 + 5, "three")
+    assert third.spec.image == "two.png" and third.workflow_step == 2
+    done = queue.get_workflow(wf.id)
+    assert done is not None and done.status == WorkflowStatus.succeeded
+    assert done.job_ids == [first.id, second.id, third.id] and done.finished_at == T0 + 6
+    (entry,) = queue.outbox_due(now=T0 + 10)
+    assert entry.job_id == wf.id and entry.payload["event"] == "workflow.succeeded"
+    assert entry.payload["result"]["images"][0]["id"] == "three.png"
+
+
+def test_workflow_step_failure_fails_the_workflow_naming_the_step(queue: JobQueue) -> None:
+    wf, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps()), now=T0)
+    _run_step(queue, T0 + 1, "one")
+    (job,) = queue.claim_batch("w1", 4, LEASE, now=T0 + 2).jobs
+    queue.fail(job.id, "w1", ERR, retryable=False, now=T0 + 3)
+    failed = queue.get_workflow(wf.id)
+    assert failed is not None and failed.status == WorkflowStatus.failed
+    assert failed.error is not None and failed.error.step == 1
+    assert failed.error.type == ERR.type and "step 1 (img2img)" in failed.error.message
+    assert claim(queue, T0 + 10) == []  # no third step
+
+
+def test_workflow_retryable_step_failure_retries_the_step(queue: JobQueue) -> None:
+    wf, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps(), max_attempts=3), now=T0)
+    (job,) = queue.claim_batch("w1", 4, LEASE, now=T0 + 1).jobs
+    queue.fail(job.id, "w1", ERR, retryable=True, now=T0 + 2)
+    running = queue.get_workflow(wf.id)
+    assert running is not None and running.status == WorkflowStatus.running
+    assert claim(queue, T0 + 3) == [job.id]
+
+
+def test_workflow_resumes_at_its_step_after_a_lost_lease(queue: JobQueue) -> None:
+    wf, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps()), now=T0)
+    first = _run_step(queue, T0 + 1, "one")
+    (second,) = queue.claim_batch("w1", 4, LEASE, now=T0 + 3).jobs
+    queue.reclaim_expired(now=T0 + 3 + LEASE + 1)  # the worker died mid-step
+    (again,) = queue.claim_batch("w2", 4, LEASE, now=T0 + 40).jobs
+    assert again.id == second.id and again.workflow_step == 1
+    assert fetch(queue, first.id).status == JobStatus.succeeded  # not redone
+    assert queue.complete(again.id, "w2", _image_result("two"), now=T0 + 41)
+    mid = queue.get_workflow(wf.id)
+    assert mid is not None and mid.current == 2
+
+
+def test_cancel_workflow_stops_the_step_and_skips_the_rest(queue: JobQueue) -> None:
+    wf, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps()), now=T0)
+    _run_step(queue, T0 + 1, "one")
+    (running,) = queue.claim_batch("w1", 4, LEASE, now=T0 + 2).jobs
+    canceled = queue.cancel_workflow(wf.id, now=T0 + 3)
+    assert canceled.status == WorkflowStatus.canceled
+    assert fetch(queue, running.id).cancel_requested
+    assert queue.mark_canceled(running.id, "w1", now=T0 + 4)
+    assert claim(queue, T0 + 5) == []
+    assert queue.cancel_workflow(wf.id, now=T0 + 6) == queue.get_workflow(wf.id)
+    with pytest.raises(NotFound):
+        queue.cancel_workflow("wf_missing")
+
+
+def test_cancel_workflow_with_a_queued_step(queue: JobQueue) -> None:
+    wf, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps()), now=T0)
+    queue.cancel_workflow(wf.id, now=T0 + 1)
+    assert claim(queue, T0 + 2) == []
+    (step_job,) = queue.get_workflow(wf.id).job_ids  # type: ignore[union-attr]
+    assert fetch(queue, step_job).status == JobStatus.canceled
+
+
+def test_workflow_idempotency(queue: JobQueue) -> None:
+    new = NewWorkflow(steps=_steps(), idempotency_key="k", request_hash="h", owner="o")
+    wf, created = queue.enqueue_workflow(new, now=T0)
+    again, created_again = queue.enqueue_workflow(
+        NewWorkflow(steps=_steps(), idempotency_key="k", request_hash="h", owner="o"), now=T0 + 1
+    )
+    assert created and not created_again and again.id == wf.id
+    with pytest.raises(IdempotencyConflict):
+        queue.enqueue_workflow(
+            NewWorkflow(steps=_steps(), idempotency_key="k", request_hash="x", owner="o")
+        )
+    assert len(queue.list_jobs(ListFilter()).jobs) == 1

@@ -53,6 +53,8 @@ class NewJob(BaseModel):
     request_hash: str | None = None
     owner: str | None = None
     max_attempts: int = 3
+    workflow_id: str | None = None
+    workflow_step: int | None = None
 
 
 class Job(BaseModel):
@@ -77,6 +79,14 @@ class Job(BaseModel):
     lease_expires_at: float | None = None
     result: JobResult | None = None
     error: JobError | None = None
+    # Queue bookkeeping (not shown to clients): when a queued job may be claimed, how
+    # many jobs its current claim holds, and whether it must run alone next time
+    # (its batch died: only its own crashes may count against it).
+    available_at: float = 0.0
+    batch_size: int = 0
+    solo: bool = False
+    workflow_id: str | None = None
+    workflow_step: int | None = None
 
     @property
     def num_images(self) -> int:

@@ -16,6 +16,9 @@ Semantics every backend keeps:
   worker that lost its lease cannot overwrite a newer attempt's outcome.
 - A terminal transition of a job with a ``callback_url`` writes one outbox entry in
   the same transaction.
+- Every transition is decided by queue/transitions.py; a backend only persists it.
+- A workflow step's job reaching a terminal state advances its workflow in the same
+  atomic section (the next step's job is inserted, or the workflow ends).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Protocol
 
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
+from sdserve.domain.workflows import NewWorkflow, Workflow
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,21 @@ class JobQueue(Protocol):
 
     def requeue_dead_letter(self, job_id: str) -> Job:
         """Operator action: give a dead-lettered job a fresh set of attempts."""
+        ...
+
+    # --- workflows ---
+    def enqueue_workflow(
+        self, workflow: NewWorkflow, now: float | None = None
+    ) -> tuple[Workflow, bool]:
+        """Store a workflow and its first step's job atomically; idempotency keys and
+        the depth limit as for ``enqueue``."""
+        ...
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None: ...
+
+    def cancel_workflow(self, workflow_id: str, now: float | None = None) -> Workflow:
+        """End a running workflow as canceled and cancel its current step's job.
+        NotFound if absent; a finished workflow is returned unchanged."""
         ...
 
     # --- webhook outbox ---

@@ -21,6 +21,7 @@ class Candidate:
     batch_key: str
     num_images: int
     created_at: float
+    solo: bool = False  # must run alone (its last batch died)
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ def select_batch(candidates: Iterable[Candidate], max_images: int) -> Selection 
     A companion joins only if no job of a better priority than its own is left
     waiting outside the batch: once a job of rank r is skipped, nothing of a rank
     worse than r may join (the priority promise). Same-rank jobs may overtake a
-    skipped one of their own rank; FIFO is promised for the head only.
+    skipped one of their own rank; FIFO is promised for the head only. A ``solo`` job
+    neither takes nor joins companions.
     """
     chosen: list[Candidate] = []
     images = 0
@@ -48,13 +50,15 @@ def select_batch(candidates: Iterable[Candidate], max_images: int) -> Selection 
         if not chosen:
             chosen.append(cand)
             images = cand.num_images
+            if cand.solo:
+                break
             continue
         if images >= max_images:
             break
         if worst_joinable_rank is not None and cand.rank > worst_joinable_rank:
             break  # every later candidate ranks at least as badly: none can join
         fits = images + cand.num_images <= max_images
-        if cand.batch_key == chosen[0].batch_key and fits:
+        if cand.batch_key == chosen[0].batch_key and fits and not cand.solo:
             chosen.append(cand)
             images += cand.num_images
         elif worst_joinable_rank is None or cand.rank < worst_joinable_rank:

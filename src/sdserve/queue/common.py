@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from sdserve.domain.errors import InvalidRequest
-from sdserve.domain.jobs import Job, JobError, JobStatus
+from sdserve.domain.jobs import Job, JobStatus
+from sdserve.domain.workflows import Workflow
 
 _EVENTS = {
     JobStatus.succeeded: "job.succeeded",
@@ -32,15 +33,11 @@ def outbox_payload(job: Job) -> dict[str, Any]:
     return payload
 
 
-def lease_expired_error(attempts: int) -> JobError:
-    return JobError(
-        type="lease_expired",
-        message=f"worker lease expired; gave up after {attempts} attempt(s)",
-    )
-
-
-def retry_keeps_going(job: Job, retryable: bool) -> bool:
-    return retryable and job.attempts < job.max_attempts
+def workflow_payload(wf: Workflow, jobs: dict[str, Job]) -> dict[str, Any]:
+    """The webhook body of a finished workflow: its client view plus the event type."""
+    payload = wf.public(jobs)
+    payload["event"] = f"workflow.{wf.status.value}"
+    return payload
 
 
 def encode_cursor(seq: int) -> str:

@@ -3,37 +3,36 @@
 Thread-safe (one re-entrant lock around every operation); nothing survives the
 process. Jobs are pydantic models replaced on every change, never mutated in place,
 and callers get copies, so a caller cannot change the queue's state by accident.
+Every transition is decided by queue/transitions.py; this class only stores it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sdserve.domain.errors import Conflict, IdempotencyConflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
+from sdserve.domain.workflows import NewWorkflow, Workflow
+from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, OutboxEntry, QueueStats
 from sdserve.queue.batching import Candidate, select_batch, window_wait
 from sdserve.queue.common import (
     decode_cursor,
     encode_cursor,
-    lease_expired_error,
     now_or,
-    retry_keeps_going,
+    outbox_payload,
+    workflow_payload,
 )
 from sdserve.queue.memory_outbox import MemoryOutbox
-
-_LEASE_CLEARED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
 @dataclass
 class _Entry:
     job: Job
     seq: int  # place in line; kept across retries and releases
-    available_at: float
 
 
 class MemoryQueue(MemoryOutbox):
@@ -41,7 +40,8 @@ class MemoryQueue(MemoryOutbox):
         self.max_depth = max_depth
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
-        self._idempotency: dict[tuple[str | None, str], str] = {}
+        self._workflows: dict[str, Workflow] = {}
+        self._idempotency: dict[tuple[str, str | None, str], str] = {}
         self._outbox: dict[str, OutboxEntry] = {}
         self._next_seq = 1
 
@@ -49,44 +49,33 @@ class MemoryQueue(MemoryOutbox):
     def enqueue(self, job: NewJob, now: float | None = None) -> tuple[Job, bool]:
         ts = now_or(now)
         with self._lock:
-            existing = self._idempotent_match(job)
+            existing = self._idempotent_match("job", job.owner, job.idempotency_key)
             if existing is not None:
-                return existing.model_copy(), False
+                found = self._entries[existing].job
+                _same_request(found.request_hash, job.request_hash, found.id)
+                return found.model_copy(), False
             if job.id in self._entries:
                 raise Conflict(f"job id {job.id} already exists")
-            if self._count(JobStatus.queued) >= self.max_depth:
-                raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
-            stored = Job(
-                id=job.id,
-                spec=job.spec,
-                status=JobStatus.queued,
-                created_at=ts,
-                updated_at=ts,
-                max_attempts=job.max_attempts,
-                callback_url=job.callback_url,
-                idempotency_key=job.idempotency_key,
-                request_hash=job.request_hash,
-                owner=job.owner,
-            )
-            self._entries[job.id] = _Entry(stored, self._next_seq, ts)
-            self._next_seq += 1
-            if job.idempotency_key is not None:
-                self._idempotency[(job.owner, job.idempotency_key)] = job.id
+            self._check_depth()
+            stored = self._insert(tr.new_job(job, ts))
+            self._remember_key("job", job.owner, job.idempotency_key, job.id)
             return stored.model_copy(), True
 
-    def _idempotent_match(self, job: NewJob) -> Job | None:
-        if job.idempotency_key is None:
-            return None
-        job_id = self._idempotency.get((job.owner, job.idempotency_key))
-        if job_id is None:
-            return None
-        existing = self._entries[job_id].job
-        if existing.request_hash != job.request_hash:
-            raise IdempotencyConflict(
-                "idempotency key already used with a different request",
-                job_id=existing.id,
-            )
-        return existing
+    def _idempotent_match(self, kind: str, owner: str | None, key: str | None) -> str | None:
+        return None if key is None else self._idempotency.get((kind, owner, key))
+
+    def _remember_key(self, kind: str, owner: str | None, key: str | None, ident: str) -> None:
+        if key is not None:
+            self._idempotency[(kind, owner, key)] = ident
+
+    def _check_depth(self) -> None:
+        if sum(1 for _ in self._queued()) >= self.max_depth:
+            raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
+
+    def _insert(self, job: Job) -> Job:
+        self._entries[job.id] = _Entry(job, self._next_seq)
+        self._next_seq += 1
+        return job
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -147,35 +136,31 @@ class MemoryQueue(MemoryOutbox):
     ) -> Claim:
         ts = now_or(now)
         with self._lock:
-            self._reclaim(ts)
+            self._reclaim(ts, ts)
             selection = select_batch(self._candidates(ts), max_images)
             if selection is None:
                 return Claim([], None)
             wait = window_wait(selection, max_images, window_seconds, ts)
             if wait > 0:
                 return Claim([], wait)
-            claimed = []
-            for cand in selection.chosen:
-                job = self._entries[cand.key].job
-                claimed.append(
-                    self._replace(
-                        job,
-                        status=JobStatus.running,
-                        attempts=job.attempts + 1,
-                        started_at=job.started_at if job.started_at is not None else ts,
-                        lease_owner=worker_id,
-                        lease_expires_at=ts + lease_seconds,
-                        updated_at=ts,
-                    )
-                )
+            size = len(selection.chosen)
+            claimed = [
+                self._put(tr.claim(self._entries[c.key].job, worker_id, ts, lease_seconds, size))
+                for c in selection.chosen
+            ]
             return Claim([j.model_copy() for j in claimed])
 
     def _candidates(self, ts: float) -> Iterator[Candidate]:
-        ready = sorted((e for e in self._queued() if e.available_at <= ts), key=_order)
+        ready = sorted((e for e in self._queued() if e.job.available_at <= ts), key=_order)
         for entry in ready:
             job = entry.job
             yield Candidate(
-                job.id, job.spec.priority.rank, job.batch_key, job.num_images, job.created_at
+                job.id,
+                job.spec.priority.rank,
+                job.batch_key,
+                job.num_images,
+                job.created_at,
+                job.solo,
             )
 
     def heartbeat(
@@ -185,29 +170,26 @@ class MemoryQueue(MemoryOutbox):
         held: set[str] = set()
         with self._lock:
             for job_id in job_ids:
-                job = self._held(job_id, worker_id)
-                if job is not None:
-                    self._replace(job, lease_expires_at=ts + lease_seconds, updated_at=ts)
+                entry = self._entries.get(job_id)
+                beat = tr.heartbeat(entry.job, worker_id, ts, lease_seconds) if entry else None
+                if beat is not None:
+                    self._put(beat)
                     held.add(job_id)
         return held
 
     def update_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
         with self._lock:
-            job = self._held(job_id, worker_id)
-            if job is not None:
-                self._replace(
-                    job, progress_step=step, progress_total=total, updated_at=now_or(None)
-                )
+            entry = self._entries.get(job_id)
+            moved = tr.progress(entry.job, worker_id, step, total, now_or(None)) if entry else None
+            if moved is not None:
+                self._put(moved)
 
     def complete(
         self, job_id: str, worker_id: str, result: JobResult, now: float | None = None
     ) -> bool:
+        ts = now_or(now)
         with self._lock:
-            job = self._held(job_id, worker_id)
-            if job is None:
-                return False
-            self._finish(job, JobStatus.succeeded, now_or(now), result=result, error=None)
-            return True
+            return self._held_apply(job_id, lambda j: tr.complete(j, worker_id, result, ts), ts)
 
     def fail(
         self,
@@ -220,40 +202,17 @@ class MemoryQueue(MemoryOutbox):
     ) -> Job | None:
         ts = now_or(now)
         with self._lock:
-            job = self._held(job_id, worker_id)
-            if job is None:
+            entry = self._entries.get(job_id)
+            if entry is None:
                 return None
-            if retry_keeps_going(job, retryable):
-                self._entries[job_id].available_at = ts + retry_delay
-                out = self._replace(
-                    job,
-                    status=JobStatus.queued,
-                    error=error,
-                    progress_step=0,
-                    updated_at=ts,
-                    **_LEASE_CLEARED,
-                )
-            else:
-                out = self._finish(job, JobStatus.failed, ts, error=error, dead_lettered=retryable)
-            return out.model_copy()
+            out = tr.fail(entry.job, worker_id, error, retryable, retry_delay, ts)
+            return self._store(out, ts).model_copy() if out else None
 
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._lock:
             for job_id in job_ids:
-                job = self._held(job_id, worker_id)
-                if job is None:
-                    continue
-                attempts = max(job.attempts - 1, 0) if refund_attempt else job.attempts
-                self._replace(
-                    job,
-                    status=JobStatus.queued,
-                    attempts=attempts,
-                    started_at=job.started_at if attempts else None,
-                    progress_step=0,
-                    updated_at=ts,
-                    **_LEASE_CLEARED,
-                )
+                self._held_apply(job_id, lambda j: tr.release(j, worker_id, refund_attempt, ts), ts)
 
     def cancel(self, job_id: str, now: float | None = None) -> Job:
         ts = now_or(now)
@@ -261,12 +220,7 @@ class MemoryQueue(MemoryOutbox):
             entry = self._entries.get(job_id)
             if entry is None:
                 raise NotFound(f"job {job_id} not found")
-            job = entry.job
-            if job.status == JobStatus.queued:
-                job = self._finish(job, JobStatus.canceled, ts)
-            elif job.status == JobStatus.running and not job.cancel_requested:
-                job = self._replace(job, cancel_requested=True, updated_at=ts)
-            return job.model_copy()
+            return self._store(tr.cancel(entry.job, ts), ts).model_copy()
 
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         with self._lock:
@@ -279,43 +233,19 @@ class MemoryQueue(MemoryOutbox):
             }
 
     def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
+        ts = now_or(now)
         with self._lock:
-            job = self._held(job_id, worker_id)
-            if job is None:
-                return False
-            self._finish(job, JobStatus.canceled, now_or(now))
-            return True
+            return self._held_apply(job_id, lambda j: tr.mark_canceled(j, worker_id, ts), ts)
 
     def reclaim_expired(self, now: float | None = None, every_lease: bool = False) -> list[str]:
+        ts = now_or(now)
         with self._lock:
-            ts = now_or(now)
             return self._reclaim(ts, float("inf") if every_lease else ts)
 
-    def _reclaim(self, ts: float, cutoff: float | None = None) -> list[str]:
-        cutoff = ts if cutoff is None else cutoff
-        expired = [
-            e.job
-            for e in self._entries.values()
-            if e.job.status == JobStatus.running
-            and e.job.lease_expires_at is not None
-            and e.job.lease_expires_at <= cutoff
-        ]
+    def _reclaim(self, ts: float, cutoff: float) -> list[str]:
+        expired = [e.job for e in self._entries.values() if tr.lease_expired(e.job, cutoff)]
         for job in expired:
-            if job.cancel_requested:
-                self._finish(job, JobStatus.canceled, ts)
-            elif job.attempts >= job.max_attempts:
-                self._finish(
-                    job,
-                    JobStatus.failed,
-                    ts,
-                    error=lease_expired_error(job.attempts),
-                    dead_lettered=True,
-                )
-            else:
-                self._entries[job.id].available_at = ts
-                self._replace(
-                    job, status=JobStatus.queued, progress_step=0, updated_at=ts, **_LEASE_CLEARED
-                )
+            self._store(tr.reclaim(job, ts), ts)
         return [job.id for job in expired]
 
     def dead_letters(self, limit: int = 100) -> list[Job]:
@@ -334,21 +264,45 @@ class MemoryQueue(MemoryOutbox):
             entry = self._entries.get(job_id)
             if entry is None:
                 raise NotFound(f"job {job_id} not found")
-            if not entry.job.dead_lettered:
-                raise Conflict(f"job {job_id} is not in the dead letters")
-            # available_at stays: it was <= the last claim, so the job is ready now.
-            job = self._replace(
-                entry.job,
-                status=JobStatus.queued,
-                attempts=0,
-                dead_lettered=False,
-                error=None,
-                started_at=None,
-                finished_at=None,
-                progress_step=0,
-                updated_at=ts,
-            )
-            return job.model_copy()
+            return self._store(tr.requeue_dead_letter(entry.job, ts), ts).model_copy()
+
+    # --- workflows ---
+    def enqueue_workflow(
+        self, workflow: NewWorkflow, now: float | None = None
+    ) -> tuple[Workflow, bool]:
+        ts = now_or(now)
+        with self._lock:
+            existing = self._idempotent_match("wf", workflow.owner, workflow.idempotency_key)
+            if existing is not None:
+                found = self._workflows[existing]
+                _same_request(found.request_hash, workflow.request_hash, found.id)
+                return found.model_copy(), False
+            if workflow.id in self._workflows:
+                raise Conflict(f"workflow id {workflow.id} already exists")
+            self._check_depth()
+            wf, first = tr.start_workflow(workflow, ts)
+            self._workflows[wf.id] = wf
+            self._insert(first)
+            self._remember_key("wf", wf.owner, wf.idempotency_key, wf.id)
+            return wf.model_copy(), True
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        with self._lock:
+            wf = self._workflows.get(workflow_id)
+            return wf.model_copy() if wf else None
+
+    def cancel_workflow(self, workflow_id: str, now: float | None = None) -> Workflow:
+        ts = now_or(now)
+        with self._lock:
+            wf = self._workflows.get(workflow_id)
+            if wf is None:
+                raise NotFound(f"workflow {workflow_id} not found")
+            out = tr.cancel_workflow(wf, ts)
+            self._store_workflow(out, ts)
+            step_job = out.workflow.steps[out.workflow.current].job_id
+            if out.changed and step_job is not None:
+                self._store(tr.cancel(self._entries[step_job].job, ts), ts)
+            return out.workflow.model_copy()
 
     def close(self) -> None:
         """Nothing to release: the data lives and dies with this object."""
@@ -357,30 +311,48 @@ class MemoryQueue(MemoryOutbox):
     def _queued(self) -> Iterator[_Entry]:
         return (e for e in self._entries.values() if e.job.status == JobStatus.queued)
 
-    def _count(self, status: JobStatus) -> int:
-        return sum(1 for e in self._entries.values() if e.job.status == status)
-
-    def _held(self, job_id: str, worker_id: str) -> Job | None:
-        entry = self._entries.get(job_id)
-        if entry is None:
-            return None
-        job = entry.job
-        if job.status != JobStatus.running or job.lease_owner != worker_id:
-            return None
+    def _put(self, job: Job) -> Job:
+        self._entries[job.id].job = job
         return job
 
-    def _replace(self, job: Job, **changes: Any) -> Job:
-        updated = job.model_copy(update=changes)
-        self._entries[job.id].job = updated
-        return updated
+    def _held_apply(
+        self, job_id: str, decide: Callable[[Job], tr.Outcome | None], ts: float
+    ) -> bool:
+        entry = self._entries.get(job_id)
+        out = decide(entry.job) if entry else None
+        if out is None:
+            return False
+        self._store(out, ts)
+        return True
 
-    def _finish(self, job: Job, status: JobStatus, ts: float, **changes: Any) -> Job:
-        """Terminal transition: stamp, clear the lease, write the outbox entry."""
-        done = self._replace(
-            job, status=status, finished_at=ts, updated_at=ts, **_LEASE_CLEARED, **changes
+    def _store(self, out: tr.Outcome, ts: float) -> Job:
+        """Persist a decided transition with its consequences (outbox, workflow)."""
+        job = self._put(out.job)
+        if out.notify_webhook and job.callback_url:
+            self._add_outbox_entry(job.id, job.callback_url, outbox_payload(job), ts)
+        if out.ended and job.workflow_id is not None:
+            wf = self._workflows.get(job.workflow_id)
+            if wf is not None:
+                self._store_workflow(tr.advance_workflow(wf, job, ts), ts)
+        return job
+
+    def _store_workflow(self, out: tr.WorkflowOutcome, ts: float) -> None:
+        if not out.changed:
+            return
+        wf = out.workflow
+        self._workflows[wf.id] = wf
+        if out.next_job is not None:
+            self._insert(out.next_job)
+        if out.notify_webhook and wf.callback_url:
+            jobs = {i: self._entries[i].job for i in wf.job_ids if i in self._entries}
+            self._add_outbox_entry(wf.id, wf.callback_url, workflow_payload(wf, jobs), ts)
+
+
+def _same_request(stored_hash: str | None, new_hash: str | None, ident: str) -> None:
+    if stored_hash != new_hash:
+        raise IdempotencyConflict(
+            "idempotency key already used with a different request", job_id=ident
         )
-        self._add_outbox_entry(done, ts)
-        return done
 
 
 def _order(entry: _Entry) -> tuple[int, int]:

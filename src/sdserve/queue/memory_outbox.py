@@ -8,28 +8,28 @@ import threading
 from typing import Any
 
 from sdserve.domain.errors import NotFound
-from sdserve.domain.jobs import Job
 from sdserve.queue.base import OutboxEntry
-from sdserve.queue.common import new_outbox_id, now_or, outbox_payload
+from sdserve.queue.common import new_outbox_id, now_or
 
 
 class MemoryOutbox:
     _lock: threading.RLock
     _outbox: dict[str, OutboxEntry]
 
-    def _add_outbox_entry(self, job: Job, ts: float) -> None:
-        """For a job that just ended; the caller holds the lock."""
-        if job.callback_url:
-            entry = OutboxEntry(
-                id=new_outbox_id(),
-                job_id=job.id,
-                url=job.callback_url,
-                payload=outbox_payload(job),
-                attempts=0,
-                next_attempt_at=ts,
-                created_at=ts,
-            )
-            self._outbox[entry.id] = entry
+    def _add_outbox_entry(
+        self, subject_id: str, url: str, payload: dict[str, Any], ts: float
+    ) -> None:
+        """For a job or workflow that just ended; the caller holds the lock."""
+        entry = OutboxEntry(
+            id=new_outbox_id(),
+            job_id=subject_id,
+            url=url,
+            payload=payload,
+            attempts=0,
+            next_attempt_at=ts,
+            created_at=ts,
+        )
+        self._outbox[entry.id] = entry
 
     def outbox_due(self, now: float | None = None, limit: int = 50) -> list[OutboxEntry]:
         ts = now_or(now)

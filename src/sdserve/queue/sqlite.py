@@ -22,28 +22,22 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sdserve.domain.errors import Conflict, NotFound, QueueFull
-from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
+from sdserve.domain.jobs import Job, JobError, JobResult, NewJob
+from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue import sqlite_ops as ops
 from sdserve.queue import sqlite_schema as schema
+from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
 from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate, select_batch, window_wait
-from sdserve.queue.common import (
-    decode_cursor,
-    encode_cursor,
-    now_or,
-    retry_keeps_going,
-)
+from sdserve.queue.common import decode_cursor, encode_cursor, now_or
 from sdserve.queue.sqlite_outbox import SqliteOutbox
 
 _COLS = ops.COLS
-_LEASE_CLEARED = ops.LEASE_CLEARED
-_HELD = ops.HELD
-
 
 # Later than any lease: "every running job lost its worker".
 _EVERY_LEASE = 1e300
@@ -99,36 +93,24 @@ class SqliteQueue(SqliteOutbox):
     def enqueue(self, job: NewJob, now: float | None = None) -> tuple[Job, bool]:
         ts = now_or(now)
         with self._write(acknowledged=True) as conn:
-            existing = ops.idempotent_match(conn, job)
+            existing = ops.idempotent_match(
+                conn, "jobs", job.owner, job.idempotency_key, job.request_hash
+            )
             if existing is not None:
-                return existing, False
+                found = ops.fetch(conn, existing)
+                assert found is not None
+                return found, False
             if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone():
                 raise Conflict(f"job id {job.id} already exists")
-            depth = conn.execute("SELECT value FROM counters WHERE name = 'queued'").fetchone()
-            if depth[0] >= self.max_depth:
-                raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
-            row = conn.execute(
-                "INSERT INTO jobs (id, spec, status, priority_rank, batch_key, num_images,"
-                " available_at, created_at, updated_at, max_attempts, callback_url,"
-                " idempotency_key, request_hash, owner)"
-                f" VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLS}",
-                (
-                    job.id,
-                    job.spec.model_dump_json(),
-                    job.spec.priority.rank,
-                    job.spec.batch_key,
-                    job.spec.num_images,
-                    ts,
-                    ts,
-                    ts,
-                    job.max_attempts,
-                    job.callback_url,
-                    job.idempotency_key,
-                    job.request_hash,
-                    job.owner,
-                ),
-            ).fetchone()
-        return schema.row_to_job(row), True
+            self._check_depth(conn)
+            stored = tr.new_job(job, ts)
+            ops.insert(conn, stored)
+        return stored, True
+
+    def _check_depth(self, conn: sqlite3.Connection) -> None:
+        depth = conn.execute("SELECT value FROM counters WHERE name = 'queued'").fetchone()
+        if depth[0] >= self.max_depth:
+            raise QueueFull(f"queue is full ({self.max_depth} jobs waiting)")
 
     def get(self, job_id: str) -> Job | None:
         row = self._conn().execute(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -200,13 +182,15 @@ class SqliteQueue(SqliteOutbox):
         with self._write() as conn:
             ops.reclaim(conn, ts)
             cur = conn.execute(
-                "SELECT id, priority_rank, batch_key, num_images, created_at FROM jobs"
+                "SELECT id, priority_rank, batch_key, num_images, created_at, solo FROM jobs"
                 " WHERE status = 'queued' AND available_at <= ?"
                 " ORDER BY priority_rank, seq LIMIT ?",
                 (ts, CANDIDATE_SCAN_LIMIT),
             )
             # select_batch reads the cursor lazily and stops early.
-            selection = select_batch((Candidate(*row) for row in cur), max_images)
+            selection = select_batch(
+                (Candidate(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in cur), max_images
+            )
             cur.close()
             if selection is None:
                 return Claim([], None)
@@ -214,15 +198,10 @@ class SqliteQueue(SqliteOutbox):
             if wait > 0:
                 return Claim([], wait)
             ids = [c.key for c in selection.chosen]
-            rows = conn.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-                " started_at = coalesce(started_at, ?), lease_owner = ?,"
-                " lease_expires_at = ?, updated_at = ?"
-                f" WHERE id IN ({', '.join('?' * len(ids))}) RETURNING {_COLS}",
-                (ts, worker_id, ts + lease_seconds, ts, *ids),
-            ).fetchall()
-        by_id = {row["id"]: schema.row_to_job(row) for row in rows}
-        return Claim([by_id[i] for i in ids])
+            found = ops.fetch_many(conn, ids)
+            claimed = [tr.claim(found[i], worker_id, ts, lease_seconds, len(ids)) for i in ids]
+            ops.save(conn, claimed)
+        return Claim(claimed)
 
     def heartbeat(
         self, worker_id: str, job_ids: list[str], lease_seconds: float, now: float | None = None
@@ -231,30 +210,26 @@ class SqliteQueue(SqliteOutbox):
             return set()
         ts = now_or(now)
         with self._write() as conn:
-            rows = conn.execute(
-                "UPDATE jobs SET lease_expires_at = ?, updated_at = ?"
-                f" WHERE id IN ({', '.join('?' * len(job_ids))}) AND {_HELD} RETURNING id",
-                (ts + lease_seconds, ts, *job_ids, worker_id),
-            ).fetchall()
-        return {row[0] for row in rows}
+            beats = [
+                b
+                for j in ops.fetch_many(conn, job_ids).values()
+                if (b := tr.heartbeat(j, worker_id, ts, lease_seconds)) is not None
+            ]
+            ops.save(conn, beats)
+        return {b.id for b in beats}
 
     def update_progress(self, job_id: str, worker_id: str, step: int, total: int) -> None:
         with self._write() as conn:
-            ops.update_if(
-                conn,
-                job_id,
-                {"progress_step": step, "progress_total": total, "updated_at": now_or(None)},
-                worker_id,
-            )
+            job = ops.fetch(conn, job_id)
+            moved = tr.progress(job, worker_id, step, total, now_or(None)) if job else None
+            if moved is not None:
+                ops.save(conn, [moved])
 
     def complete(
         self, job_id: str, worker_id: str, result: JobResult, now: float | None = None
     ) -> bool:
-        with self._write() as conn:
-            done = ops.finish(
-                conn, job_id, JobStatus.succeeded, now_or(now), worker_id, result=result, error=None
-            )
-        return done is not None
+        ts = now_or(now)
+        return self._apply(job_id, lambda j: tr.complete(j, worker_id, result, ts), ts) is not None
 
     def fail(
         self,
@@ -266,59 +241,24 @@ class SqliteQueue(SqliteOutbox):
         now: float | None = None,
     ) -> Job | None:
         ts = now_or(now)
-        with self._write() as conn:
-            job = ops.held(conn, job_id, worker_id)
-            if job is None:
-                return None
-            if retry_keeps_going(job, retryable):
-                return ops.update(
-                    conn,
-                    job_id,
-                    {
-                        "status": JobStatus.queued,
-                        "error": error,
-                        "progress_step": 0,
-                        "available_at": ts + retry_delay,
-                        "updated_at": ts,
-                        **_LEASE_CLEARED,
-                    },
-                )
-            return ops.finish(
-                conn, job_id, JobStatus.failed, ts, None, error=error, dead_lettered=retryable
-            )
+        return self._apply(
+            job_id, lambda j: tr.fail(j, worker_id, error, retryable, retry_delay, ts), ts
+        )
 
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._write() as conn:
-            for job_id in job_ids:
-                job = ops.held(conn, job_id, worker_id)
-                if job is None:
-                    continue
-                attempts = max(job.attempts - 1, 0) if refund_attempt else job.attempts
-                ops.update(
-                    conn,
-                    job_id,
-                    {
-                        "status": JobStatus.queued,
-                        "attempts": attempts,
-                        "started_at": job.started_at if attempts else None,
-                        "progress_step": 0,
-                        "updated_at": ts,
-                        **_LEASE_CLEARED,
-                    },
-                )
+            for job in ops.fetch_many(conn, job_ids).values():
+                out = tr.release(job, worker_id, refund_attempt, ts)
+                if out is not None:
+                    ops.store(conn, out, ts)
 
     def cancel(self, job_id: str, now: float | None = None) -> Job:
         ts = now_or(now)
-        with self._write(acknowledged=True) as conn:
-            job = ops.fetch(conn, job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} not found")
-            if job.status == JobStatus.queued:
-                return ops.finish_unchecked(conn, job_id, JobStatus.canceled, ts)
-            if job.status == JobStatus.running and not job.cancel_requested:
-                return ops.update(conn, job_id, {"cancel_requested": True, "updated_at": ts})
-            return job
+        job = self._apply(job_id, lambda j: tr.cancel(j, ts), ts, acknowledged=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
 
     def cancel_requested(self, job_ids: list[str]) -> set[str]:
         if not job_ids:
@@ -335,12 +275,25 @@ class SqliteQueue(SqliteOutbox):
         return {row[0] for row in rows}
 
     def mark_canceled(self, job_id: str, worker_id: str, now: float | None = None) -> bool:
-        with self._write() as conn:
-            return ops.finish(conn, job_id, JobStatus.canceled, now_or(now), worker_id) is not None
+        ts = now_or(now)
+        return self._apply(job_id, lambda j: tr.mark_canceled(j, worker_id, ts), ts) is not None
 
     def reclaim_expired(self, now: float | None = None, every_lease: bool = False) -> list[str]:
         with self._write() as conn:
             return ops.reclaim(conn, now_or(now), _EVERY_LEASE if every_lease else None)
+
+    def _apply(
+        self,
+        job_id: str,
+        decide: Callable[[Job], tr.Outcome | None],
+        ts: float,
+        acknowledged: bool = False,
+    ) -> Job | None:
+        """Load, decide, persist: one write transaction."""
+        with self._write(acknowledged) as conn:
+            job = ops.fetch(conn, job_id)
+            out = decide(job) if job is not None else None
+            return ops.store(conn, out, ts) if out is not None else None
 
     def dead_letters(self, limit: int = 100) -> list[Job]:
         rows = (
@@ -356,26 +309,48 @@ class SqliteQueue(SqliteOutbox):
 
     def requeue_dead_letter(self, job_id: str) -> Job:
         ts = now_or(None)
+        job = self._apply(job_id, lambda j: tr.requeue_dead_letter(j, ts), ts, acknowledged=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    # --- workflows ---
+    def enqueue_workflow(
+        self, workflow: NewWorkflow, now: float | None = None
+    ) -> tuple[Workflow, bool]:
+        ts = now_or(now)
         with self._write(acknowledged=True) as conn:
-            job = ops.fetch(conn, job_id)
-            if job is None:
-                raise NotFound(f"job {job_id} not found")
-            if not job.dead_lettered:
-                raise Conflict(f"job {job_id} is not in the dead letters")
-            return ops.update(
-                conn,
-                job_id,
-                {
-                    "status": JobStatus.queued,
-                    "attempts": 0,
-                    "dead_lettered": False,
-                    "error": None,
-                    "started_at": None,
-                    "finished_at": None,
-                    "progress_step": 0,
-                    "updated_at": ts,  # available_at stays: <= the last claim, so ready now
-                },
+            existing = ops.idempotent_match(
+                conn, "workflows", workflow.owner, workflow.idempotency_key, workflow.request_hash
             )
+            if existing is not None:
+                found = ops.fetch_workflow(conn, existing)
+                assert found is not None
+                return found, False
+            if ops.fetch_workflow(conn, workflow.id) is not None:
+                raise Conflict(f"workflow id {workflow.id} already exists")
+            self._check_depth(conn)
+            wf, first = tr.start_workflow(workflow, ts)
+            ops.insert_workflow(conn, wf)
+            ops.insert(conn, first)
+        return wf, True
+
+    def get_workflow(self, workflow_id: str) -> Workflow | None:
+        return ops.fetch_workflow(self._conn(), workflow_id)
+
+    def cancel_workflow(self, workflow_id: str, now: float | None = None) -> Workflow:
+        ts = now_or(now)
+        with self._write(acknowledged=True) as conn:
+            wf = ops.fetch_workflow(conn, workflow_id)
+            if wf is None:
+                raise NotFound(f"workflow {workflow_id} not found")
+            out = tr.cancel_workflow(wf, ts)
+            ops.store_workflow(conn, out, ts)
+            step_job = out.workflow.steps[out.workflow.current].job_id
+            job = ops.fetch(conn, step_job) if out.changed and step_job else None
+            if job is not None:
+                ops.store(conn, tr.cancel(job, ts), ts)
+        return out.workflow
 
     def close(self) -> None:
         self._closed = True

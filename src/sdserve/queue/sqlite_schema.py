@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +15,43 @@ from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus
 from sdserve.domain.requests import JobSpec
 from sdserve.queue.base import OutboxEntry
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 
 JOB_COLUMNS = (
     "id, seq, spec, status, created_at, started_at, finished_at, updated_at, attempts, "
     "max_attempts, progress_step, progress_total, cancel_requested, dead_lettered, "
     "callback_url, idempotency_key, request_hash, owner, lease_owner, lease_expires_at, "
-    "result, error"
+    "result, error, available_at, batch_size, solo, workflow_id, workflow_step"
+)
+# The columns a transition may change (queue/transitions.py decides, ops.save writes).
+MUTABLE_JOB_COLUMNS = (
+    "status",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "attempts",
+    "progress_step",
+    "progress_total",
+    "cancel_requested",
+    "dead_lettered",
+    "lease_owner",
+    "lease_expires_at",
+    "result",
+    "error",
+    "available_at",
+    "batch_size",
+    "solo",
 )
 
+# Versioned migrations: MIGRATIONS[v] takes a database at version v-1 to v, in one
+# transaction. A new database runs them all; a data dir written by an older release
+# runs the ones it lacks (tests/fixtures/datadir_v1 is such a dir, kept as a fixture).
+#
+# v1 (release 0.1.0): jobs, outbox, the queued counter.
 # seq is the rowid: claim order within a priority and the list/cursor order. The
 # claim index serves claim, queue_position, stats and the depth check; the other
 # indexes are partial so they cost nothing for the rows they do not describe.
-_SCHEMA = """
+_V1 = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,6 +117,30 @@ CREATE TRIGGER IF NOT EXISTS jobs_queued_delete AFTER DELETE ON jobs
     BEGIN UPDATE counters SET value = value - 1 WHERE name = 'queued'; END;
 """
 
+# v2: editing tasks live in the spec JSON (no column); workflows and their step jobs;
+# "run alone next time" for jobs whose batch died.
+_V2 = """
+ALTER TABLE jobs ADD COLUMN batch_size INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN solo INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN workflow_id TEXT;
+ALTER TABLE jobs ADD COLUMN workflow_step INTEGER;
+CREATE INDEX jobs_workflow ON jobs (workflow_id) WHERE workflow_id IS NOT NULL;
+CREATE TABLE workflows (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    owner TEXT,
+    idempotency_key TEXT,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX workflows_idempotency ON workflows (idempotency_key, owner)
+    WHERE idempotency_key IS NOT NULL;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+SCHEMA_VERSION = max(MIGRATIONS)
+
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE for writes,
@@ -112,24 +160,38 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create or check the schema; safe when several processes open the file at once."""
+def schema_version(conn: sqlite3.Connection) -> int:
+    """0 for an empty database."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if not has_table:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; returns the version it started from.
+
+    One write transaction for all steps, so several processes opening the file at
+    once neither race nor see half a migration (a failed step leaves it untouched)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _statements(_SCHEMA):
-            conn.execute(statement)
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = row[0]
-        if version is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif version > SCHEMA_VERSION:
+        start = schema_version(conn)
+        if start > SCHEMA_VERSION:
             raise SdserveError(
-                f"database schema v{version} is newer than this sdserve (v{SCHEMA_VERSION})"
+                f"database schema v{start} is newer than this sdserve (v{SCHEMA_VERSION})"
             )
+        for version in range(start + 1, SCHEMA_VERSION + 1):
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return start
 
 
 def _statements(script: str) -> list[str]:
@@ -150,7 +212,7 @@ def sql_value(value: Any) -> Any:
     """Python value -> SQLite parameter (models as JSON, enums as text, bools as 0/1)."""
     if isinstance(value, BaseModel):
         return value.model_dump_json()
-    if isinstance(value, JobStatus):
+    if isinstance(value, StrEnum):
         return value.value
     if isinstance(value, bool):
         return int(value)
@@ -180,7 +242,17 @@ def row_to_job(row: sqlite3.Row) -> Job:
         lease_expires_at=row["lease_expires_at"],
         result=JobResult.model_validate_json(row["result"]) if row["result"] else None,
         error=JobError.model_validate_json(row["error"]) if row["error"] else None,
+        available_at=row["available_at"],
+        batch_size=row["batch_size"],
+        solo=bool(row["solo"]),
+        workflow_id=row["workflow_id"],
+        workflow_step=row["workflow_step"],
     )
+
+
+def job_values(job: Job, columns: tuple[str, ...]) -> list[Any]:
+    """A Job's values for ``columns``, as SQLite parameters."""
+    return [sql_value(getattr(job, col)) for col in columns]
 
 
 def row_to_outbox(row: sqlite3.Row) -> OutboxEntry:
