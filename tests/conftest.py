@@ -11,10 +11,11 @@ import pytest
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.testing import free_port
+from tests.redis_server import private_redis, redis_prefix, redis_url
 
 prepare_engine_env()  # before anything imports torch (see process_env)
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "private_redis", "redis_prefix", "redis_url"]
 
 
 @pytest.fixture(scope="session")

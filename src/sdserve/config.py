@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         "power loss; normal = survives process crashes only, ~20x faster enqueue.",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis backend).")
+    redis_prefix: str = Field(
+        "sdserve:", description="Prefix of every Redis key, so deployments can share a Redis."
+    )
     max_batch_images: int = Field(4, ge=1, le=64, description="Most images in one batch.")
     batch_window_ms: int = Field(
         10, ge=0, description="How long a worker waits for batch companions."
@@ -73,6 +76,12 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs before 503.")
     workers: int = Field(1, ge=1, description="Worker processes `sdserve serve` runs.")
     poll_interval_ms: int = Field(250, ge=1, description="Fallback poll when no wake-up arrives.")
+    affinity_max_wait_ms: int = Field(
+        2000,
+        ge=0,
+        description="How long a job may be passed over for a same-priority job of a model "
+        "the worker already holds (model affinity; 0 = strict FIFO).",
+    )
 
     # --- API limits ---
     sync_timeout_seconds: float = Field(

@@ -125,19 +125,32 @@ class WorkerSupervisor:
                 proc.kill()
 
 
+def _require_shared_backend(settings: Settings) -> None:
+    """A clear refusal (exit 1, no traceback) for a backend these processes cannot share."""
+    from sdserve.queue.factory import BackendUnavailable, require_shared_backend
+
+    try:
+        require_shared_backend(settings)
+    except BackendUnavailable as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+
+
 def serve(settings: Settings) -> None:
     from sdserve.api.services import build_services
 
+    _require_shared_backend(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_data_dir(settings)
     ensure_default_model(settings)
     services = build_services(settings)
-    # We own the data dir, so every job still marked running lost its worker.
-    requeued = services.queue.reclaim_expired(every_lease=True)
-    for stale in (settings.run_dir / "worker-state").glob("*.json"):
-        stale.unlink(missing_ok=True)  # their workers died too: not ready until new ones are
-    if requeued:
-        log.info("requeued %d job(s) left running by a previous process", len(requeued))
+    if settings.queue_backend == "sqlite":
+        # We own the data dir, so every job still marked running lost its worker. (A
+        # Redis store is shared with workers elsewhere: their leases expire instead.)
+        requeued = services.queue.reclaim_expired(every_lease=True)
+        for stale in (settings.run_dir / "worker-state").glob("*.json"):
+            stale.unlink(missing_ok=True)  # their workers died too: not ready until new ones are
+        if requeued:
+            log.info("requeued %d job(s) left running by a previous process", len(requeued))
     supervisor = WorkerSupervisor(settings)
     supervisor.start()
     try:
@@ -152,6 +165,7 @@ def api_only(settings: Settings) -> None:
     of dead workers come back when their leases expire."""
     from sdserve.api.services import build_services
 
+    _require_shared_backend(settings)
     _run_api(settings, build_services(settings))
 
 
@@ -173,4 +187,5 @@ def _run_api(settings: Settings, services: Services) -> None:
 def worker_main(settings: Settings, embedded: bool) -> None:
     from sdserve.worker.process import run_worker_process
 
+    _require_shared_backend(settings)
     run_worker_process(settings, embedded)

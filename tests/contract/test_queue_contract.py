@@ -6,6 +6,7 @@ Time-dependent tests pass explicit ``now=`` values instead of sleeping.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,22 +14,31 @@ from typing import Any
 
 import pytest
 
-from sdserve.domain.errors import Conflict, IdempotencyConflict, NotFound, QueueFull
+from sdserve.domain.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+)
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import JobSpec, OutputFormat, Priority, Task
 from sdserve.domain.workflows import NewWorkflow, StepInput, WorkflowStatus, WorkflowStep
 from sdserve.queue.base import JobQueue, ListFilter, OutboxEntry
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 T0 = 1_000_000.0
 LEASE = 30.0
 
 
 class _Backends:
-    def __init__(self, name: str, tmp_path: Path) -> None:
+    def __init__(self, name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
         self.name = name
         self.db = tmp_path / "queue.db"
         self.opened: list[JobQueue] = []
+        if name == "redis":  # the machine's redis-server, under a prefix of this test's own
+            self.redis_url: str = request.getfixturevalue("redis_url")
+            self.redis_prefix: str = request.getfixturevalue("redis_prefix")
 
     def make(self, max_depth: int = 10_000) -> JobQueue:
         queue: JobQueue
@@ -40,6 +50,10 @@ class _Backends:
             from sdserve.queue.sqlite import SqliteQueue
 
             queue = SqliteQueue(self.db, max_depth=max_depth)
+        elif self.name == "redis":
+            from sdserve.queue.redis import RedisQueue
+
+            queue = RedisQueue.from_url(self.redis_url, self.redis_prefix, max_depth=max_depth)
         else:  # pragma: no cover - a new backend adds its branch here
             raise AssertionError(self.name)
         self.opened.append(queue)
@@ -56,7 +70,7 @@ class _Backends:
 
 @pytest.fixture(params=BACKENDS)
 def backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Backends]:
-    b = _Backends(request.param, tmp_path)
+    b = _Backends(request.param, tmp_path, request)
     yield b
     b.close_all()
 
@@ -67,7 +81,11 @@ def queue(backends: _Backends) -> JobQueue:
 
 
 def spec(
-    priority: Priority = Priority.normal, key: str = "A", images: int = 1, prompt: str = "a cat"
+    priority: Priority = Priority.normal,
+    key: str = "A",
+    images: int = 1,
+    prompt: str = "a cat",
+    model: str = "demo",
 ) -> JobSpec:
     # The batch key follows from model/size/steps...; "key" picks the width.
     width = {"A": 512, "B": 768, "C": 640}[key]
@@ -81,7 +99,7 @@ def spec(
         seed=42,
         num_images=images,
         scheduler="euler_a",
-        model="demo",
+        model=model,
         priority=priority,
         output_format=OutputFormat.png,
     )
@@ -93,17 +111,27 @@ def add(
     priority: Priority = Priority.normal,
     key: str = "A",
     images: int = 1,
+    model: str = "demo",
     **kw: Any,
 ) -> str:
-    job, created = q.enqueue(NewJob(spec=spec(priority, key, images), **kw), now=at)
+    job, created = q.enqueue(NewJob(spec=spec(priority, key, images, model=model), **kw), now=at)
     assert created
     return job.id
 
 
 def claim(
-    q: JobQueue, at: float, max_images: int = 4, worker: str = "w1", window: float = 0.0
+    q: JobQueue,
+    at: float,
+    max_images: int = 4,
+    worker: str = "w1",
+    window: float = 0.0,
+    prefer: frozenset[str] = frozenset(),
+    max_wait: float = 5.0,
 ) -> list[str]:
-    return [j.id for j in q.claim_batch(worker, max_images, LEASE, window, now=at).jobs]
+    batch = q.claim_batch(
+        worker, max_images, LEASE, window, now=at, prefer_models=prefer, affinity_max_wait=max_wait
+    )
+    return [j.id for j in batch.jobs]
 
 
 def result() -> JobResult:
@@ -270,6 +298,58 @@ def test_claim_sets_lease_attempts_and_started_at(queue: JobQueue) -> None:
     assert job.lease_owner == "w1" and job.lease_expires_at == T0 + 1 + LEASE
     assert job.started_at == T0 + 1
     assert fetch(queue, job_id) == job
+
+
+# --- model affinity ---
+
+HELD = frozenset({"held"})
+
+
+def test_affinity_prefers_a_held_model_within_the_same_priority(queue: JobQueue) -> None:
+    other = add(queue, T0, model="other")
+    held = add(queue, T0 + 1, model="held")
+    held_too = add(queue, T0 + 2, model="held")
+    assert claim(queue, T0 + 3, prefer=HELD) == [held, held_too]
+    assert claim(queue, T0 + 3, prefer=HELD) == [other]  # nothing held waits: the oldest
+
+
+def test_affinity_without_preference_is_fifo(queue: JobQueue) -> None:
+    other = add(queue, T0, model="other")
+    held = add(queue, T0 + 1, model="held")
+    assert claim(queue, T0 + 2) == [other]
+    assert claim(queue, T0 + 2, prefer=frozenset({"third"})) == [held]
+
+
+def test_affinity_never_takes_a_lower_priority(queue: JobQueue) -> None:
+    high = add(queue, T0 + 1, Priority.high, model="other")
+    add(queue, T0, Priority.normal, model="held")
+    assert claim(queue, T0 + 2, prefer=HELD) == [high]
+
+
+def test_affinity_ends_when_the_oldest_job_waited_too_long(queue: JobQueue) -> None:
+    other = add(queue, T0, model="other")
+    held = add(queue, T0 + 1, model="held")
+    assert claim(queue, T0 + 10, prefer=HELD, max_wait=9.5) == [other]
+    assert claim(queue, T0 + 10, prefer=HELD, max_wait=9.5) == [held]
+
+
+def test_passed_over_jobs_keep_lower_priorities_out_of_the_batch(queue: JobQueue) -> None:
+    other = add(queue, T0, Priority.normal, model="other")
+    held = add(queue, T0 + 1, Priority.normal, model="held")
+    add(queue, T0 + 2, Priority.low, model="held")  # same batch key as ``held``
+    assert claim(queue, T0 + 3, prefer=HELD) == [held]
+    assert claim(queue, T0 + 3) == [other]
+
+
+def test_affinity_head_takes_same_priority_companions_of_its_model(queue: JobQueue) -> None:
+    held_a = add(queue, T0, Priority.high, model="held")
+    other_b = add(queue, T0 + 1, Priority.high, model="other", key="B")
+    held_b = add(queue, T0 + 2, Priority.high, model="held", key="B")
+    other_b2 = add(queue, T0 + 3, Priority.high, model="other", key="B")
+    held_b2 = add(queue, T0 + 4, Priority.high, model="held", key="B", images=2)
+    assert claim(queue, T0 + 5, prefer=HELD) == [held_a]  # the oldest is held's
+    assert claim(queue, T0 + 5, prefer=HELD) == [held_b, held_b2]
+    assert claim(queue, T0 + 5, prefer=HELD) == [other_b, other_b2]
 
 
 # --- leases, retries, dead letters ---
@@ -476,6 +556,17 @@ def test_list_jobs_filters_and_pagination(queue: JobQueue) -> None:
             ListFilter(owner="alice", status=JobStatus.queued, cursor=both.next_cursor)
         ).jobs
     ] == [ids[2], ids[0]]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"s:99999999999999999999999", b"s:-1", b"s: 5", b"x:5", b"s:", "s:\u0663".encode()]
+)
+def test_a_cursor_the_queue_did_not_write_is_invalid(queue: JobQueue, raw: bytes) -> None:
+    add(queue)
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    for bad in (cursor, "%%%", "not-base64!", "\u00e9t\u00e9"):
+        with pytest.raises(InvalidRequest):
+            queue.list_jobs(ListFilter(cursor=bad))
 
 
 def test_stats(queue: JobQueue) -> None:

@@ -37,6 +37,9 @@ class ScriptedEngine:
     def ready(self) -> bool:
         return True
 
+    def loaded_models(self) -> list[str]:
+        return ["tiny"]
+
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
         self.calls.append(request.num_images)
         if request.num_images > self.max_images:

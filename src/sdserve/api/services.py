@@ -11,7 +11,7 @@ from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
-from sdserve.worker.registry import FileRegistry, WorkerRegistry
+from sdserve.worker.registry import WorkerRegistry, build_registry
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Services:
     def close(self) -> None:
         self.wakeups.close()
         self.queue.close()
+        self.registry.close()
 
 
 def build_services(settings: Settings) -> Services:
@@ -43,7 +44,7 @@ def build_services(settings: Settings) -> Services:
         wakeups=build_wakeups(settings, "api"),
         blobs=build_blobs(settings),
         catalog=build_catalog(settings),
-        registry=FileRegistry(settings.run_dir / "worker-state"),
+        registry=build_registry(settings),
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=load_or_create_secret(settings),
     )

@@ -106,6 +106,11 @@ class GenerationEngine(Protocol):
 
     def ready(self) -> bool: ...
 
+    def loaded_models(self) -> list[str]:
+        """Names of the models in memory now (cheap, any thread): the worker prefers
+        jobs for them (queue model affinity) and publishes them in its state."""
+        ...
+
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
         """Run one batch. Image ``k`` of item ``i`` must depend only on the item's
         prompts, its seed ``seeds[k]`` and the shared parameters, never on the rest of

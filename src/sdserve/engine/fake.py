@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from dataclasses import replace
 
 from PIL import Image
@@ -40,6 +41,7 @@ class FakeEngine:
         models: list[ModelInfo] | None = None,
         step_delay: float = 0.0,
         fail_with: Exception | None = None,
+        max_loaded: int = 1,
     ) -> None:
         # No list given: serve any model name (benchmarks and API tests use the
         # deployment's catalog names).
@@ -48,13 +50,25 @@ class FakeEngine:
         self.step_delay = step_delay
         self.fail_with = fail_with  # raised by generate(), to test error paths
         self.calls: list[BatchRequest] = []
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[str, None] = OrderedDict()  # LRU, as DiffusersEngine
         self._ready = False
 
     def load(self) -> None:
+        self._use(self._models[0].name)
         self._ready = True
 
     def ready(self) -> bool:
         return self._ready
+
+    def loaded_models(self) -> list[str]:
+        return list(self._loaded)
+
+    def _use(self, name: str) -> None:
+        self._loaded[name] = None
+        self._loaded.move_to_end(name)
+        while len(self._loaded) > self.max_loaded:
+            self._loaded.popitem(last=False)
 
     def models(self) -> list[ModelInfo]:
         return [replace(m, loaded=self._ready) for m in self._models]
@@ -63,6 +77,7 @@ class FakeEngine:
         if not self._any_model and request.model not in {m.name for m in self._models}:
             raise InvalidRequest.single("model", f"unknown model {request.model!r}")
         self.calls.append(request)
+        self._use(request.model)
         if self.fail_with is not None:
             raise self.fail_with
         job_ids = {it.job_id for it in request.items}

@@ -150,6 +150,11 @@ class DiffusersEngine:
     def ready(self) -> bool:
         return self._ready
 
+    def loaded_models(self) -> list[str]:
+        # No lock: it is held for a whole model load. Copying the dict's keys in C
+        # holds the GIL, so a concurrent load or eviction cannot tear the copy.
+        return list(self._cache)
+
     def models(self) -> list[ModelInfo]:
         return [replace(m, loaded=m.name in self._cache) for m in self.catalog.all()]
 

@@ -8,7 +8,13 @@ Semantics every backend keeps:
 - Priorities: the head of a claim is the oldest job of the best priority waiting.
   Companions must share the head's ``batch_key``; a job may join only if no job of a
   better priority than its own is left waiting (so no lower-priority job ever starts
-  while a higher one waits). FIFO within a priority for the head.
+  while a higher one waits). FIFO within a priority for the head, except:
+- Model affinity: a claim may name ``prefer_models`` (the models the worker holds).
+  If the oldest job of the best priority needs another model, the oldest job of the
+  SAME priority for a preferred model heads the batch instead, unless the oldest job
+  has waited (since ``created_at``) longer than ``affinity_max_wait`` seconds. Never a
+  lower priority; the passed-over jobs still block lower-priority companions.
+  (batching.select_batch is the one implementation of this rule.)
 - A claim counts one attempt on each claimed job and leases it to the worker.
 - Expired leases are reclaimed (before each claim and by ``reclaim_expired``): back to
   queued, or failed into the dead letters once ``attempts >= max_attempts``.
@@ -29,6 +35,7 @@ from typing import Any, Protocol
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
+from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 
 
 @dataclass(frozen=True)
@@ -107,11 +114,14 @@ class JobQueue(Protocol):
         lease_seconds: float,
         window_seconds: float = 0.0,
         now: float | None = None,
+        prefer_models: frozenset[str] = frozenset(),
+        affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT_S,
     ) -> Claim:
         """Claim up to ``max_images`` images of compatible jobs (the head job is always
         claimed even if it alone exceeds ``max_images``). If the batch is not full and
         the head has waited less than ``window_seconds``, claim nothing and return
-        ``retry_after`` = time left in the window."""
+        ``retry_after`` = time left in the window. ``prefer_models``: see model
+        affinity above."""
         ...
 
     def heartbeat(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 import uuid
 from typing import Any
@@ -11,6 +12,7 @@ from sdserve.domain.errors import InvalidRequest
 from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.workflows import Workflow
 
+_CURSOR = re.compile(r"s:[0-9]{1,18}")
 _EVENTS = {
     JobStatus.succeeded: "job.succeeded",
     JobStatus.failed: "job.failed",
@@ -45,13 +47,14 @@ def encode_cursor(seq: int) -> str:
 
 
 def decode_cursor(cursor: str | None) -> int | None:
-    """The seq to continue below; a malformed cursor is a client error."""
+    """The seq to continue below; a malformed cursor is a client error (only what
+    ``encode_cursor`` writes decodes: ASCII digits a store's integer can hold)."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("s:"):
-            raise ValueError(raw)
-        return int(raw[2:])
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest.single("cursor", "invalid pagination cursor") from exc
+    if _CURSOR.fullmatch(raw) is None:
+        raise InvalidRequest.single("cursor", "invalid pagination cursor")
+    return int(raw[2:])

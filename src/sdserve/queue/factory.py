@@ -33,6 +33,13 @@ def build_queue(settings: Settings) -> JobQueue:
             max_depth=settings.max_queue_depth,
             synchronous="FULL" if settings.sqlite_synchronous == "full" else "NORMAL",
         )
+    if backend == "redis":
+        _require_redis()
+        from sdserve.queue.redis import RedisQueue
+
+        return RedisQueue.from_url(
+            settings.redis_url, settings.redis_prefix, max_depth=settings.max_queue_depth
+        )
     raise _unavailable(backend)
 
 
@@ -48,12 +55,33 @@ def build_wakeups(settings: Settings, role: Literal["api", "worker"]) -> WakeupB
         from sdserve.queue.wakeups import SocketWakeupBus
 
         return SocketWakeupBus(settings.run_dir, role)
+    if backend == "redis":
+        _require_redis()
+        from sdserve.queue.redis_wakeups import RedisWakeupBus
+
+        return RedisWakeupBus.from_url(settings.redis_url, settings.redis_prefix, role)
     raise _unavailable(backend)
 
 
-def _unavailable(backend: str) -> BackendUnavailable:
-    if backend == "redis":
-        return BackendUnavailable(
-            "redis backend not available yet; use SDSERVE_QUEUE_BACKEND=sqlite"
+def require_shared_backend(settings: Settings) -> None:
+    """`sdserve serve`, `api` and `worker` run the API and the workers in different
+    processes; an in-memory queue would accept jobs that no worker ever sees."""
+    if settings.queue_backend == "memory":
+        raise BackendUnavailable(
+            "SDSERVE_QUEUE_BACKEND=memory keeps jobs inside one process, but `sdserve "
+            "serve`, `api` and `worker` run the API and workers as separate processes: "
+            "use sqlite (one machine) or redis"
         )
+
+
+def _require_redis() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "SDSERVE_QUEUE_BACKEND=redis needs the redis client: pip install 'sdserve[redis]'"
+        ) from exc
+
+
+def _unavailable(backend: str) -> BackendUnavailable:
     return BackendUnavailable(f"unknown queue backend {backend!r}")

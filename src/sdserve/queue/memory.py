@@ -18,7 +18,13 @@ from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, OutboxEntry, QueueStats
-from sdserve.queue.batching import Candidate, select_batch, window_wait
+from sdserve.queue.batching import (
+    DEFAULT_AFFINITY_MAX_WAIT_S,
+    Affinity,
+    Candidate,
+    select_batch,
+    window_wait,
+)
 from sdserve.queue.common import (
     decode_cursor,
     encode_cursor,
@@ -133,11 +139,14 @@ class MemoryQueue(MemoryOutbox):
         lease_seconds: float,
         window_seconds: float = 0.0,
         now: float | None = None,
+        prefer_models: frozenset[str] = frozenset(),
+        affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT_S,
     ) -> Claim:
         ts = now_or(now)
+        affinity = Affinity(prefer_models, ts, affinity_max_wait)
         with self._lock:
             self._reclaim(ts, ts)
-            selection = select_batch(self._candidates(ts), max_images)
+            selection = select_batch(self._candidates(ts), max_images, affinity)
             if selection is None:
                 return Claim([], None)
             wait = window_wait(selection, max_images, window_seconds, ts)
@@ -161,6 +170,7 @@ class MemoryQueue(MemoryOutbox):
                 job.num_images,
                 job.created_at,
                 job.solo,
+                job.spec.model,
             )
 
     def heartbeat(

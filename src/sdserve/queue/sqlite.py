@@ -33,7 +33,14 @@ from sdserve.queue import sqlite_ops as ops
 from sdserve.queue import sqlite_schema as schema
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
-from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate, select_batch, window_wait
+from sdserve.queue.batching import (
+    CANDIDATE_SCAN_LIMIT,
+    DEFAULT_AFFINITY_MAX_WAIT_S,
+    Affinity,
+    Candidate,
+    select_batch,
+    window_wait,
+)
 from sdserve.queue.common import decode_cursor, encode_cursor, now_or
 from sdserve.queue.sqlite_outbox import SqliteOutbox
 
@@ -177,19 +184,25 @@ class SqliteQueue(SqliteOutbox):
         lease_seconds: float,
         window_seconds: float = 0.0,
         now: float | None = None,
+        prefer_models: frozenset[str] = frozenset(),
+        affinity_max_wait: float = DEFAULT_AFFINITY_MAX_WAIT_S,
     ) -> Claim:
         ts = now_or(now)
+        affinity = Affinity(prefer_models, ts, affinity_max_wait)
         with self._write() as conn:
             ops.reclaim(conn, ts)
             cur = conn.execute(
-                "SELECT id, priority_rank, batch_key, num_images, created_at, solo FROM jobs"
+                "SELECT id, priority_rank, batch_key, num_images, created_at, solo,"
+                " json_extract(spec, '$.model') FROM jobs"
                 " WHERE status = 'queued' AND available_at <= ?"
                 " ORDER BY priority_rank, seq LIMIT ?",
                 (ts, CANDIDATE_SCAN_LIMIT),
             )
             # select_batch reads the cursor lazily and stops early.
             selection = select_batch(
-                (Candidate(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in cur), max_images
+                (Candidate(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in cur),
+                max_images,
+                affinity,
             )
             cur.close()
             if selection is None:

@@ -26,7 +26,7 @@ _MAX_PENDING_WAKEUPS = 64  # coalesce bursts: a flood of enqueues is not a flood
 _DATAGRAM_MAX = 512
 
 
-class _JobWaiters:
+class JobWaiters:
     """asyncio futures per job id; woken from any thread."""
 
     def __init__(self) -> None:
@@ -71,7 +71,7 @@ class LocalWakeupBus:
         self._cond = threading.Condition()
         self._pending = 0  # wake-ups sent while no worker was waiting are kept
         self._closed = False
-        self._jobs = _JobWaiters()
+        self._jobs = JobWaiters()
 
     def notify_workers(self) -> None:
         with self._cond:
@@ -122,7 +122,7 @@ class SocketWakeupBus:
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
         self._send_lock = threading.Lock()
-        self._jobs = _JobWaiters()
+        self._jobs = JobWaiters()
         self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 

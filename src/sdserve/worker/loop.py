@@ -15,6 +15,7 @@ from sdserve.domain.errors import ErrorInfo, GenerationFailed, OutOfMemory, Sdse
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
 from sdserve.engine.base import BatchOutput, BatchRequest, GenerationEngine
 from sdserve.queue.base import JobQueue
+from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 from sdserve.queue.events import WakeupBus
 from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
@@ -34,6 +35,8 @@ class WorkerConfig:
     # Encode, store and complete a finished batch on a helper thread while the engine
     # starts the next one (the accelerator idles otherwise: ~50 ms per 512² PNG).
     background_finish: bool = False
+    # Model affinity: how long a job may be passed over for one of a loaded model.
+    affinity_max_wait_s: float = DEFAULT_AFFINITY_MAX_WAIT_S
 
 
 def new_worker_id() -> str:
@@ -93,6 +96,8 @@ class Worker:
             self.config.max_batch_images,
             self.config.lease_s,
             self.config.batch_window_s,
+            prefer_models=frozenset(self.engine.loaded_models()),
+            affinity_max_wait=self.config.affinity_max_wait_s,
         )
         if not claim.jobs:
             timeout = self.config.poll_interval_s

@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket
 import threading
 
 from sdserve.config import Settings
@@ -13,7 +14,7 @@ from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
-from sdserve.worker.registry import FileRegistry, WorkerState
+from sdserve.worker.registry import WorkerState, build_registry
 
 log = logging.getLogger("sdserve.worker")
 _PUBLISH_EVERY_S = 2.0
@@ -36,6 +37,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_s=settings.lease_seconds,
         poll_interval_s=settings.poll_interval_ms / 1000,
         background_finish=True,
+        affinity_max_wait_s=settings.affinity_max_wait_ms / 1000,
     )
 
 
@@ -44,14 +46,21 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     if embedded:
         die_with_parent()
     prepare_engine_env()
-    from sdserve.engine.pipelines import DiffusersEngine  # torch: only in workers
+    from sdserve.engine.device import pick_device  # torch: only in workers
+    from sdserve.engine.pipelines import DiffusersEngine
 
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
     engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
-    registry = FileRegistry(settings.run_dir / "worker-state")
-    state = WorkerState(id=new_worker_id(), pid=os.getpid(), ready=False)
+    registry = build_registry(settings)
+    state = WorkerState(
+        id=new_worker_id(),
+        pid=os.getpid(),
+        ready=False,
+        device=str(pick_device(settings.device)),
+        host=socket.gethostname(),
+    )
     stop = threading.Event()
 
     def publish_forever() -> None:
@@ -59,7 +68,11 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
             if embedded and os.getppid() != parent:
                 log.error("parent process is gone; stopping")
                 os._exit(1)
-            registry.publish(state)
+            state.models_loaded = engine.loaded_models()
+            try:
+                registry.publish(state)
+            except Exception:  # the store is away: try again next round
+                log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,7 +82,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     log.info("worker %s loading model %s", state.id, catalog.default.name)
     engine.load()
     state.ready = True
-    state.models_loaded = [catalog.default.name]
+    state.models_loaded = engine.loaded_models()
     registry.publish(state)
     log.info("worker %s ready", state.id)
     worker = Worker(
@@ -78,6 +91,10 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     try:
         worker.run(stop)
     finally:
-        registry.remove(state.id)
+        try:
+            registry.remove(state.id)
+        except Exception:  # its state expires by itself
+            log.exception("removing the worker state failed")
+        registry.close()
         wakeups.close()
         queue.close()

@@ -1,7 +1,10 @@
-"""Which workers are alive and ready (model loaded and warmed), for /readyz.
+"""Which workers are alive and ready (model loaded and warmed), for /readyz and the
+model list.
 
-Embedded deployment: each worker keeps a small JSON file fresh in the run directory.
-A worker that stops refreshing it (killed) drops out after ``ttl`` seconds.
+Each worker publishes a small JSON state every couple of seconds; one that stops
+(killed) drops out after ``ttl`` seconds. Embedded deployment: a file per worker in
+the run directory. Redis backend: a key per worker that expires by itself, so API
+nodes on any machine see the workers of every machine.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sdserve.config import Settings
 
 # A worker refreshes its state every 2 s; one silent for this long is gone.
 READY_TTL_S = 10.0
@@ -25,6 +31,7 @@ class WorkerState:
     models_loaded: list[str] = field(default_factory=list)
     device: str = ""
     updated_at: float = 0.0
+    host: str = ""
 
 
 class WorkerRegistry(Protocol):
@@ -33,6 +40,25 @@ class WorkerRegistry(Protocol):
     def live(self, ttl: float) -> list[WorkerState]: ...
 
     def remove(self, worker_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def build_registry(settings: Settings) -> WorkerRegistry:
+    """Where this deployment's workers publish their state (follows the queue backend:
+    Redis when the queue is shared across machines, files in the run dir otherwise)."""
+    if settings.queue_backend == "redis":
+        from sdserve.worker.redis_registry import RedisRegistry
+
+        return RedisRegistry.from_url(settings.redis_url, settings.redis_prefix)
+    return FileRegistry(settings.run_dir / "worker-state")
+
+
+def parse_state(text: str) -> WorkerState | None:
+    try:
+        return WorkerState(**json.loads(text))
+    except (ValueError, TypeError):
+        return None
 
 
 class FileRegistry:
@@ -55,8 +81,10 @@ class FileRegistry:
         out: list[WorkerState] = []
         for path in self.root.glob("*.json"):
             try:
-                state = WorkerState(**json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
+                state = parse_state(path.read_text())
+            except OSError:
+                continue
+            if state is None:
                 continue
             if now - state.updated_at <= ttl:
                 out.append(state)
@@ -66,6 +94,9 @@ class FileRegistry:
 
     def remove(self, worker_id: str) -> None:
         self._path(worker_id).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Nothing held open."""
 
 
 class MemoryRegistry:
@@ -82,6 +113,9 @@ class MemoryRegistry:
 
     def remove(self, worker_id: str) -> None:
         self._states.pop(worker_id, None)
+
+    def close(self) -> None:
+        """Nothing held open."""
 
 
 def ready_workers(registry: WorkerRegistry) -> list[WorkerState]:

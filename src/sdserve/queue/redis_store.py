@@ -1,0 +1,411 @@
+"""How ``RedisQueue`` keeps its data in Redis: keys, the clock, the two Lua persistence
+primitives, and the unit of work that turns decided transitions into guarded writes.
+
+Concurrency is optimistic, as with WATCH/MULTI/EXEC but finer grained: a transaction
+reads what it needs (remembering each record's version), lets queue/transitions.py
+decide, and sends every write in one ``commit`` script call that first re-checks what
+the decision read (record versions, the claimed prefix of the ready queue, absent
+keys, the queue depth). If anything changed the script writes nothing and the caller
+reads again and re-decides. A WATCH on the queue index would make every claim retry
+whenever anyone enqueues; these guards only conflict on what a decision depended on.
+
+Layout under the prefix ``P`` (default ``sdserve:``):
+
+- ``P job:<id>``   hash: ``b`` Job JSON, ``v`` version, ``s`` seq, ``m`` claim meta
+- ``P seq``        counter: place in line, list order, list cursors
+- ``P q``          zset, every queued job, score rank*SEQ_SPAN+seq (claim order)
+- ``P q:ready``    zset, the queued jobs a claim may scan (same score)
+- ``P q:delayed``  zset, queued jobs not available yet (score available_at); moved to
+                   ``q:ready`` by the first claim that finds them due
+- ``P q:age``      zset, queued jobs by created_at (the oldest waiting job's age)
+- ``P leases``     zset, running jobs by lease_expires_at
+- ``P dead``       zset, dead-lettered jobs by finished_at
+- ``P cancel``     set, running jobs whose cancel was requested (polled every step)
+- ``P ix:<status|*>:<priority|*>[:<owner>]`` zsets by seq: list_jobs pages
+- ``P idem``       hash, [kind, owner, key] -> job or workflow id
+- ``P wf:<id>``    hash: ``b`` Workflow JSON, ``v`` version
+- ``P obx:<id>``   hash: ``b`` OutboxEntry JSON, ``v`` version; ``P obx:due`` zset of
+                   pending entries by next_attempt_at
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar, cast
+
+import redis
+
+from sdserve.domain.jobs import Job, JobStatus
+from sdserve.domain.workflows import Workflow
+from sdserve.queue.base import OutboxEntry
+from sdserve.queue.batching import Candidate
+from sdserve.queue.common import new_outbox_id
+from sdserve.queue.factory import BackendUnavailable
+
+# Queue score = rank * SEQ_SPAN + seq: exact in a double while seq < SEQ_SPAN.
+SEQ_SPAN = 10**13
+DEFAULT_PREFIX = "sdserve:"
+
+# One generic guarded write. ARGV: the number of guards, then each guard and each
+# write as <argc> <args...>. Guards: ver <key> <version|''>; prefix <zset> <ids...>;
+# nx <key>; hnx <hash> <field>; below <zset> <n>. Returns 0 when all writes ran, else
+# the 1-based index of the first guard that failed (nothing written).
+_COMMIT = """
+local i = 1
+local guards = tonumber(ARGV[i]); i = i + 1
+for g = 1, guards do
+  local n = tonumber(ARGV[i]); local kind = ARGV[i + 1]; local a = i + 2
+  local ok
+  if kind == 'ver' then
+    ok = (redis.call('HGET', ARGV[a], 'v') or '') == ARGV[a + 1]
+  elseif kind == 'prefix' then
+    local want = n - 2
+    local have = redis.call('ZRANGE', ARGV[a], 0, want - 1)
+    ok = #have == want
+    for k = 1, want do
+      if not ok then break end
+      ok = have[k] == ARGV[a + k]
+    end
+  elseif kind == 'nx' then
+    ok = redis.call('EXISTS', ARGV[a]) == 0
+  elseif kind == 'hnx' then
+    ok = redis.call('HEXISTS', ARGV[a], ARGV[a + 1]) == 0
+  elseif kind == 'below' then
+    ok = redis.call('ZCARD', ARGV[a]) < tonumber(ARGV[a + 1])
+  else
+    return redis.error_reply('unknown guard ' .. tostring(kind))
+  end
+  if not ok then return g end
+  i = i + n + 1
+end
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 0
+"""
+
+# Claim candidates: a page of the ready queue with each job's claim meta. The first
+# page also reports expired leases (reclaimed before claiming) and first moves due
+# delayed jobs to the ready queue (index upkeep only: a job's availability is its
+# available_at, which the caller checks again).
+# KEYS: q, q:ready, q:delayed, leases. ARGV: job key prefix, now, offset, count.
+_CANDIDATES = """
+local now, offset, count = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local out = {}
+if offset == 0 then
+  out = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 64)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(due) do
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    if score then redis.call('ZADD', KEYS[2], score, id) end
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+table.insert(out, 1, #out)
+local ids = redis.call('ZRANGE', KEYS[2], offset, offset + count - 1)
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. id, 'm') or ''
+end
+return out
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for ``url`` (text replies; pooled connections, safe across threads)."""
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def unavailable_as_503(method: F) -> F:
+    """Redis unreachable (after redis-py's own retries): a 503 the client may retry,
+    not a 500."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(f"the job store (Redis) is unreachable: {exc}") from exc
+
+    return cast(F, wrapper)
+
+
+class Scripts:
+    def __init__(self, client: redis.Redis) -> None:
+        self.commit = client.register_script(_COMMIT)
+        self.candidates = client.register_script(_CANDIDATES)
+
+
+class RedisClock:
+    """Redis's clock (TIME), so leases and timestamps agree across machines.
+
+    TIME is read at most once per ``resync`` seconds and advanced with this machine's
+    monotonic clock in between: the error is half a round trip plus clock drift over
+    ``resync`` (microseconds), and the hot paths skip a round trip. Never goes back."""
+
+    def __init__(self, client: redis.Redis, resync: float = 1.0) -> None:
+        self._client = client
+        self._resync = resync
+        self._lock = threading.Lock()
+        self._base = 0.0
+        self._base_mono = -1e18
+        self._last = 0.0
+
+    def now(self) -> float:
+        with self._lock:
+            if time.monotonic() - self._base_mono > self._resync:
+                before = time.monotonic()
+                sec, usec = self._client.time()
+                after = time.monotonic()
+                self._base, self._base_mono = sec + usec / 1e6, (before + after) / 2
+            self._last = max(self._last, self._base + time.monotonic() - self._base_mono)
+            return self._last
+
+
+class Keys:
+    """Every key name, under one prefix (tests isolate themselves with their own)."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        self.prefix = p = prefix
+        self.seq = p + "seq"
+        self.queued = p + "q"
+        self.ready = p + "q:ready"
+        self.delayed = p + "q:delayed"
+        self.age = p + "q:age"
+        self.leases = p + "leases"
+        self.dead = p + "dead"
+        self.idem = p + "idem"
+        self.outbox_due = p + "obx:due"
+        self.cancel = p + "cancel"
+
+    @property
+    def job_prefix(self) -> str:
+        return self.prefix + "job:"
+
+    def job(self, job_id: str) -> str:
+        return self.prefix + "job:" + job_id
+
+    def workflow(self, workflow_id: str) -> str:
+        return self.prefix + "wf:" + workflow_id
+
+    def outbox(self, entry_id: str) -> str:
+        return self.prefix + "obx:" + entry_id
+
+    def index(self, status: str = "*", priority: str = "*", owner: str | None = None) -> str:
+        """A list_jobs index; the owner comes last so any owner string is unambiguous."""
+        base = f"{self.prefix}ix:{status}:{priority}"
+        return base if owner is None else f"{base}:{owner}"
+
+    def job_indexes(self, job: Job) -> list[str]:
+        return [
+            self.index(st, pr, ow)
+            for st in (job.status.value, "*")
+            for pr in (job.spec.priority.value, "*")
+            for ow in ((None, job.owner) if job.owner is not None else (None,))
+        ]
+
+
+def idem_field(kind: str, owner: str | None, key: str) -> str:
+    return json.dumps([kind, owner, key])
+
+
+def queue_score(rank: int, seq: int) -> int:
+    return rank * SEQ_SPAN + seq
+
+
+def rank_range(rank: int) -> tuple[int, int]:
+    """Scores of the queued jobs of one priority (inclusive)."""
+    return rank * SEQ_SPAN, (rank + 1) * SEQ_SPAN - 1
+
+
+def claim_meta(job: Job) -> str:
+    """What a claim needs to know about a queued job, without parsing the whole job."""
+    return json.dumps(
+        [
+            job.spec.priority.rank,
+            job.batch_key,
+            job.num_images,
+            job.created_at,
+            job.solo,
+            job.available_at,
+            job.spec.model,
+        ]
+    )
+
+
+def parse_candidate(job_id: str, meta: str) -> tuple[Candidate, float]:
+    """(candidate, available_at) from a job's claim meta."""
+    rank, batch_key, images, created, solo, available, model = json.loads(meta)
+    return Candidate(job_id, rank, batch_key, images, created, bool(solo), model), available
+
+
+@dataclass
+class Loaded:
+    """A record as read: its version guards the write that replaces it."""
+
+    version: str  # '' = absent
+    seq: int = 0
+
+
+@dataclass
+class UnitOfWork:
+    """One optimistic transaction: records read (and their versions), records to
+    write, extra guards. ``commit`` sends it all as one script call."""
+
+    client: redis.Redis
+    keys: Keys
+    scripts: Scripts
+    ts: float
+    _jobs: dict[str, tuple[Loaded, Job | None, Job | None]] = field(default_factory=dict)
+    _workflows: dict[str, tuple[Loaded, Workflow | None, Workflow | None]] = field(
+        default_factory=dict
+    )
+    _guards: list[list[Any]] = field(default_factory=list)
+    _writes: list[list[Any]] = field(default_factory=list)
+
+    # --- reads (cached: a record is read once per transaction) ---
+    def jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """Current state (as this transaction leaves it) of the jobs that exist."""
+        missing = [i for i in dict.fromkeys(job_ids) if i not in self._jobs]
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in missing:
+                pipe.hmget(self.keys.job(job_id), "b", "v", "s")
+            for job_id, (body, ver, seq) in zip(missing, pipe.execute(), strict=True):
+                job = Job.model_validate_json(body) if body else None
+                self._jobs[job_id] = (Loaded(ver or "", int(seq or 0)), job, job)
+        return {i: cur for i in job_ids if (cur := self._jobs[i][2]) is not None}
+
+    def job(self, job_id: str) -> Job | None:
+        return self.jobs([job_id]).get(job_id)
+
+    def workflow(self, workflow_id: str) -> Workflow | None:
+        if workflow_id not in self._workflows:
+            body, ver = self.client.hmget(self.keys.workflow(workflow_id), "b", "v")
+            wf = Workflow.model_validate_json(body) if body else None
+            self._workflows[workflow_id] = (Loaded(str(ver or "")), wf, wf)
+        return self._workflows[workflow_id][2]
+
+    # --- writes ---
+    def put_job(self, job: Job) -> None:
+        loaded, old, _ = self._jobs[job.id]
+        self._jobs[job.id] = (loaded, old, job)
+
+    def insert_job(self, job: Job) -> None:
+        seq = int(self.client.incr(self.keys.seq))  # a gap if this attempt retries
+        self._jobs[job.id] = (Loaded("", seq), None, job)
+
+    def put_workflow(self, wf: Workflow) -> None:
+        loaded, old, _ = self._workflows.get(wf.id, (Loaded(""), None, None))
+        self._workflows[wf.id] = (loaded, old, wf)
+
+    def add_outbox(self, subject_id: str, url: str, payload: dict[str, Any]) -> None:
+        entry = OutboxEntry(
+            id=new_outbox_id(),
+            job_id=subject_id,
+            url=url,
+            payload=payload,
+            attempts=0,
+            next_attempt_at=self.ts,
+            created_at=self.ts,
+        )
+        self.put_outbox(entry, "")
+
+    def put_outbox(self, entry: OutboxEntry, version: str) -> None:
+        key = self.keys.outbox(entry.id)
+        self.guard("ver", key, version)
+        self.write("HSET", key, "b", json.dumps(asdict(entry)), "v", _bump(version))
+        if entry.status == "pending":
+            self.write("ZADD", self.keys.outbox_due, entry.next_attempt_at, entry.id)
+        else:
+            self.write("ZREM", self.keys.outbox_due, entry.id)
+
+    def guard(self, kind: str, *args: Any) -> int:
+        """Add a guard; returns the index ``commit`` reports if it fails."""
+        self._guards.append([kind, *args])
+        return len(self._guards)
+
+    def write(self, *command: Any) -> None:
+        self._writes.append(list(command))
+
+    # --- commit ---
+    def commit(self) -> int:
+        """0 when written; else the 1-based index of the guard that failed."""
+        guards = list(self._guards)
+        writes = list(self._writes)
+        for job_id, (loaded, old, new) in self._jobs.items():
+            if new is not None and new is not old:
+                guards.append(["ver", self.keys.job(job_id), loaded.version])
+                writes.extend(_job_writes(self.keys, old, new, loaded, self.ts))
+        for wf_id, (loaded, old_wf, new_wf) in self._workflows.items():
+            if new_wf is not None and new_wf is not old_wf:
+                key = self.keys.workflow(wf_id)
+                guards.append(["ver", key, loaded.version])
+                writes.append(
+                    ["HSET", key, "b", new_wf.model_dump_json(), "v", _bump(loaded.version)]
+                )
+        if not writes:
+            return 0
+        argv: list[Any] = [len(guards)]
+        for command in (*guards, *writes):
+            argv.append(len(command))
+            argv.extend(command)
+        return int(self.scripts.commit(keys=[], args=argv))
+
+
+def _bump(version: str) -> int:
+    return int(version or 0) + 1
+
+
+def _job_writes(
+    keys: Keys, old: Job | None, new: Job, loaded: Loaded, ts: float
+) -> Iterable[list[Any]]:
+    """Store ``new`` over ``old`` with every index it belongs to."""
+    jid, seq = new.id, loaded.seq
+    yield [
+        "HSET", keys.job(jid), "b", new.model_dump_json(), "v", _bump(loaded.version),
+        "s", seq, "m", claim_meta(new),
+    ]  # fmt: skip
+    was = old.status if old is not None else None
+    if new.status is JobStatus.queued:
+        score = queue_score(new.spec.priority.rank, seq)
+        yield ["ZADD", keys.queued, score, jid]
+        yield ["ZADD", keys.age, new.created_at, jid]
+        if new.available_at > ts:
+            yield ["ZADD", keys.delayed, new.available_at, jid]
+            yield ["ZREM", keys.ready, jid]
+        else:
+            yield ["ZADD", keys.ready, score, jid]
+            yield ["ZREM", keys.delayed, jid]
+    elif was is JobStatus.queued:
+        for key in (keys.queued, keys.age, keys.ready, keys.delayed):
+            yield ["ZREM", key, jid]
+    if new.status is JobStatus.running and new.lease_expires_at is not None:
+        yield ["ZADD", keys.leases, new.lease_expires_at, jid]
+    elif was is JobStatus.running:
+        yield ["ZREM", keys.leases, jid]
+    if new.status is JobStatus.running and new.cancel_requested:
+        yield ["SADD", keys.cancel, jid]
+    elif old is not None and old.cancel_requested:
+        yield ["SREM", keys.cancel, jid]
+    if new.status is JobStatus.failed and new.dead_lettered:
+        yield ["ZADD", keys.dead, new.finished_at or ts, jid]
+    elif old is not None and old.dead_lettered:
+        yield ["ZREM", keys.dead, jid]
+    if old is None or old.status is not new.status:
+        new_ix = keys.job_indexes(new)
+        for key in keys.job_indexes(old) if old is not None else ():
+            if key not in new_ix:
+                yield ["ZREM", key, jid]
+        for key in new_ix:
+            yield ["ZADD", key, seq, jid]
