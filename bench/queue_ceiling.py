@@ -5,7 +5,9 @@ Three figures per backend:
 - claim+complete: jobs/s a bare consumer drains (batches of 8, no engine);
 - end to end: the real Worker with the torch-free FakeEngine (1 step, PNG encode,
   blob store) draining while a producer enqueues.
-Usage: python bench/queue_ceiling.py [--jobs 2000]
+Usage: python bench/queue_ceiling.py [--jobs 2000] [--backends memory,sqlite,redis]
+       [--redis-url redis://127.0.0.1:6379/0]
+The redis run uses a fresh key prefix and deletes its keys afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from sdserve.domain.jobs import JobResult, NewJob
@@ -32,10 +35,31 @@ def spec(i: int) -> JobSpec:
     return job_spec(prompt=f"p{i}", seed=i, num_inference_steps=1)
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+_prefixes: list[str] = []
+
+
 def make(backend: str, root: Path) -> JobQueue:
     if backend == "memory":
         return MemoryQueue(max_depth=10**9)
+    if backend == "redis":
+        from sdserve.queue.redis import RedisQueue
+
+        prefix = f"sdserve-bench:{uuid.uuid4().hex[:8]}:"
+        _prefixes.append(prefix)
+        return RedisQueue.from_url(REDIS_URL, prefix, max_depth=10**9)
     return SqliteQueue(root / f"bench-{time.time_ns()}.db", max_depth=10**9)
+
+
+def drop_redis_keys() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for prefix in _prefixes:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.unlink(*keys[i : i + 1000])
+    client.close()
 
 
 def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float]:
@@ -80,18 +104,25 @@ def bench_end_to_end(backend: str, n: int, root: Path) -> float:
 
 
 def main() -> None:
+    global REDIS_URL
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--backends", default="memory,sqlite,redis")
+    ap.add_argument("--redis-url", default=REDIS_URL)
     args = ap.parse_args()
+    REDIS_URL = args.redis_url
     root = Path(tempfile.mkdtemp(prefix="sdserve-qbench-"))
     print(f"queue ceiling, {args.jobs} jobs")
-    for backend in ("memory", "sqlite"):
-        enq, drain = bench_enqueue_claim(backend, args.jobs, root)
-        e2e = bench_end_to_end(backend, args.jobs, root)
-        print(
-            f"  {backend:7s} enqueue {enq:8.0f} jobs/s | claim+complete {drain:8.0f} jobs/s"
-            f" | end-to-end worker (fake engine) {e2e:7.0f} jobs/s"
-        )
+    try:
+        for backend in args.backends.split(","):
+            enq, drain = bench_enqueue_claim(backend, args.jobs, root)
+            e2e = bench_end_to_end(backend, args.jobs, root)
+            print(
+                f"  {backend:7s} enqueue {enq:8.0f} jobs/s | claim+complete {drain:8.0f} jobs/s"
+                f" | end-to-end worker (fake engine) {e2e:7.0f} jobs/s"
+            )
+    finally:
+        drop_redis_keys()
 
 
 if __name__ == "__main__":

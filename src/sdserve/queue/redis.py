@@ -6,7 +6,7 @@ re-checks what the decision read; on a conflict, read again and re-decide. Claim
 assemble batches with batching.select_batch like every backend. Timestamps come from
 Redis's clock (``TIME``) unless the caller passes ``now``.
 
-Reads are cheap: ``get`` is one HGET, ``queue_position`` one ZRANK, ``stats`` one
+Reads are cheap: ``get`` is one HMGET, ``queue_position`` one ZRANK, ``stats`` one
 pipelined round trip, ``list_jobs`` two round trips through a per-filter index.
 
 Durability is Redis's: run it with ``appendonly yes`` (see docs/redis.md).
@@ -43,6 +43,7 @@ from sdserve.queue.redis_store import (
     UnitOfWork,
     connect,
     idem_field,
+    load_job,
     rank_range,
 )
 from sdserve.queue.redis_store import (
@@ -173,14 +174,14 @@ class RedisQueue(RedisOutbox):
 
     @_available
     def get(self, job_id: str) -> Job | None:
-        body = self._r.hget(self.keys.job(job_id), "b")
-        return Job.model_validate_json(body) if body else None
+        spec, body = self._r.hmget(self.keys.job(job_id), "spec", "b")
+        return load_job(spec, body) if spec and body else None
 
     def _get_many(self, job_ids: list[str]) -> list[Job]:
         pipe = self._r.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(self.keys.job(job_id), "b")
-        return [Job.model_validate_json(b) for b in pipe.execute() if b]
+            pipe.hmget(self.keys.job(job_id), "spec", "b")
+        return [load_job(spec, body) for spec, body in pipe.execute() if spec and body]
 
     @_available
     def list_jobs(self, flt: ListFilter) -> JobPage:
@@ -238,7 +239,7 @@ class RedisQueue(RedisOutbox):
         affinity = Affinity(prefer_models, ts, affinity_max_wait)
         for attempt in range(_MAX_TRIES):
             backoff(attempt)
-            pages = CandidatePages(self._scripts, self.keys, ts)
+            pages = CandidatePages(self._scripts, self.keys, ts, max_images)
             if pages.expired:
                 self._reclaim(pages.expired, ts, ts)
                 continue

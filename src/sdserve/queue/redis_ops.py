@@ -14,8 +14,6 @@ from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate
 from sdserve.queue.common import outbox_payload, workflow_payload
 from sdserve.queue.redis_store import Keys, Scripts, UnitOfWork, parse_candidate
 
-_PAGE = 32  # candidates per round trip; most claims need the first page only
-
 
 def store(uow: UnitOfWork, out: tr.Outcome) -> Job:
     """Persist a decided transition with its consequences: the webhook outbox entry and
@@ -51,8 +49,11 @@ class CandidatePages:
     so nothing the decision saw (or skipped) moved meanwhile. The first page also
     brings the leases that expired by ``ts``."""
 
-    def __init__(self, scripts: Scripts, keys: Keys, ts: float) -> None:
+    def __init__(self, scripts: Scripts, keys: Keys, ts: float, max_images: int) -> None:
         self._scripts, self._keys, self._ts = scripts, keys, ts
+        # Most claims need the first page only: a full batch of one-image jobs, and
+        # as many again to step over incompatible ones.
+        self._size = min(64, max(8, 2 * max_images))
         self.read_ids: list[str] = []
         self._first = self._page(0)
         count = int(self._first[0])
@@ -63,7 +64,7 @@ class CandidatePages:
         k = self._keys
         reply: list[str] = self._scripts.candidates(
             keys=[k.queued, k.ready, k.delayed, k.leases],
-            args=[k.job_prefix, self._ts, offset, _PAGE],
+            args=[k.job_prefix, self._ts, offset, self._size],
         )
         return reply
 
@@ -79,7 +80,7 @@ class CandidatePages:
                 cand, available_at = parse_candidate(job_id, meta)
                 if available_at <= self._ts:
                     yield cand
-            if len(page) < 2 * _PAGE:
+            if len(page) < 2 * self._size:
                 return
             reply = self._page(len(self.read_ids))
             page = reply[1:]  # later pages carry no expired leases (count 0)

@@ -11,7 +11,8 @@ whenever anyone enqueues; these guards only conflict on what a decision depended
 
 Layout under the prefix ``P`` (default ``sdserve:``):
 
-- ``P job:<id>``   hash: ``b`` Job JSON, ``v`` version, ``s`` seq, ``m`` claim meta
+- ``P job:<id>``   hash: ``spec`` (immutable), ``b`` the rest of the Job JSON,
+                   ``v`` version, ``s`` seq, ``m`` claim meta (while queued)
 - ``P seq``        counter: place in line, list order, list cursors
 - ``P q``          zset, every queued job, score rank*SEQ_SPAN+seq (claim order)
 - ``P q:ready``    zset, the queued jobs a claim may scan (same score)
@@ -206,10 +207,12 @@ class Keys:
         base = f"{self.prefix}ix:{status}:{priority}"
         return base if owner is None else f"{base}:{owner}"
 
-    def job_indexes(self, job: Job) -> list[str]:
+    def job_indexes(self, job: Job, status_only: bool = False) -> list[str]:
+        """The list indexes ``job`` is in; ``status_only``: those naming its status
+        (the ones a status change moves it between)."""
         return [
             self.index(st, pr, ow)
-            for st in (job.status.value, "*")
+            for st in ((job.status.value,) if status_only else (job.status.value, "*"))
             for pr in (job.spec.priority.value, "*")
             for ow in ((None, job.owner) if job.owner is not None else (None,))
         ]
@@ -277,13 +280,17 @@ class UnitOfWork:
     def jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """Current state (as this transaction leaves it) of the jobs that exist."""
         missing = [i for i in dict.fromkeys(job_ids) if i not in self._jobs]
-        if missing:
+        fields = ("spec", "b", "v", "s")
+        if len(missing) == 1:  # the common case; a pipeline costs more client time
+            rows = [self.client.hmget(self.keys.job(missing[0]), fields)]
+        elif missing:
             pipe = self.client.pipeline(transaction=False)
             for job_id in missing:
-                pipe.hmget(self.keys.job(job_id), "b", "v", "s")
-            for job_id, (body, ver, seq) in zip(missing, pipe.execute(), strict=True):
-                job = Job.model_validate_json(body) if body else None
-                self._jobs[job_id] = (Loaded(ver or "", int(seq or 0)), job, job)
+                pipe.hmget(self.keys.job(job_id), fields)
+            rows = pipe.execute()
+        for job_id, (spec, body, ver, seq) in zip(missing, rows if missing else [], strict=True):
+            job = load_job(spec, body) if spec and body else None
+            self._jobs[job_id] = (Loaded(text(ver or ""), int(seq or 0)), job, job)
         return {i: cur for i in job_ids if (cur := self._jobs[i][2]) is not None}
 
     def job(self, job_id: str) -> Job | None:
@@ -370,12 +377,15 @@ def _bump(version: str) -> int:
 def _job_writes(
     keys: Keys, old: Job | None, new: Job, loaded: Loaded, ts: float
 ) -> Iterable[list[Any]]:
-    """Store ``new`` over ``old`` with every index it belongs to."""
+    """Store ``new`` over ``old``, touching only the indexes whose membership changes
+    (fewer arguments to send is most of a claim's cost)."""
     jid, seq = new.id, loaded.seq
-    yield [
-        "HSET", keys.job(jid), "b", new.model_dump_json(), "v", _bump(loaded.version),
-        "s", seq, "m", claim_meta(new),
-    ]  # fmt: skip
+    record: list[Any] = ["HSET", keys.job(jid), "b", dump_job(new), "v", _bump(loaded.version)]
+    if old is None:  # immutable from here on
+        record += ["s", seq, "spec", new.spec.model_dump_json()]
+    if new.status is JobStatus.queued:  # only claims read it
+        record += ["m", claim_meta(new)]
+    yield record
     was = old.status if old is not None else None
     if new.status is JobStatus.queued:
         score = queue_score(new.spec.priority.rank, seq)
@@ -391,10 +401,12 @@ def _job_writes(
         for key in (keys.queued, keys.age, keys.ready, keys.delayed):
             yield ["ZREM", key, jid]
     if new.status is JobStatus.running and new.lease_expires_at is not None:
-        yield ["ZADD", keys.leases, new.lease_expires_at, jid]
+        if old is None or new.lease_expires_at != old.lease_expires_at:
+            yield ["ZADD", keys.leases, new.lease_expires_at, jid]
     elif was is JobStatus.running:
         yield ["ZREM", keys.leases, jid]
-    if new.status is JobStatus.running and new.cancel_requested:
+    cancel = new.status is JobStatus.running and new.cancel_requested
+    if cancel:
         yield ["SADD", keys.cancel, jid]
     elif old is not None and old.cancel_requested:
         yield ["SREM", keys.cancel, jid]
@@ -402,10 +414,25 @@ def _job_writes(
         yield ["ZADD", keys.dead, new.finished_at or ts, jid]
     elif old is not None and old.dead_lettered:
         yield ["ZREM", keys.dead, jid]
-    if old is None or old.status is not new.status:
-        new_ix = keys.job_indexes(new)
-        for key in keys.job_indexes(old) if old is not None else ():
-            if key not in new_ix:
-                yield ["ZREM", key, jid]
-        for key in new_ix:
+    if old is None:
+        for key in keys.job_indexes(new):
             yield ["ZADD", key, seq, jid]
+    elif old.status is not new.status:
+        for key in keys.job_indexes(old, status_only=True):
+            yield ["ZREM", key, jid]
+        for key in keys.job_indexes(new, status_only=True):
+            yield ["ZADD", key, seq, jid]
+
+
+def dump_job(job: Job) -> str:
+    """A job's mutable part; the spec is stored once, beside it (it never changes)."""
+    return job.model_dump_json(exclude={"spec"})
+
+
+def load_job(spec: str | bytes, body: str | bytes) -> Job:
+    return Job.model_validate_json('{"spec":' + text(spec) + "," + text(body)[1:])
+
+
+def text(value: str | bytes) -> str:
+    """Replies are text (decode_responses=True); this keeps type checkers sure of it."""
+    return value if isinstance(value, str) else value.decode()
