@@ -120,8 +120,17 @@ return out
 
 
 def connect(url: str) -> redis.Redis:
-    """A client for ``url`` (text replies; pooled connections, safe across threads)."""
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    """A client for ``url`` (text replies; pooled connections, safe across threads).
+    Timeouts: a Redis that stops answering (a partition, not a refused connection)
+    must fail calls, not hang API requests and workers forever."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_timeout=10.0,
+        socket_connect_timeout=5.0,
+        socket_keepalive=True,
+    )
 
 
 F = TypeVar("F", bound=Callable[..., Any])

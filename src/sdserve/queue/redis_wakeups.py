@@ -24,7 +24,8 @@ from sdserve.queue.redis_store import DEFAULT_PREFIX, connect
 from sdserve.queue.wakeups import JobWaiters, Role
 
 log = logging.getLogger("sdserve.wakeups")
-_LISTEN_SLICE_S = 1.0  # how often the job listener looks at the closed flag
+_LISTEN_SLICE_S = 0.25  # how often the job listener looks at the closed flag
+_SUBSCRIBE_TIMEOUT_S = 5.0
 _ERRORS = (redis.RedisError, OSError, ValueError)  # ValueError: closed under us
 
 
@@ -49,6 +50,8 @@ class RedisWakeupBus:
         self._lock = threading.Lock()
         self._work_sub: PubSub | None = None
         self._listener: threading.Thread | None = None
+        # Set while the job-event listener is subscribed (events before are missed).
+        self.listening = threading.Event()
         # Subscribe now: what is published from here on waits for the first wait.
         if role == "worker":
             self._work_subscription()
@@ -72,18 +75,33 @@ class RedisWakeupBus:
         except _ERRORS as exc:
             log.debug("wake-up on %s lost: %s", channel, exc)
 
+    def _subscribe(self, channel: str) -> PubSub:
+        """A subscription the server has confirmed: anything published after this
+        returns reaches it."""
+        sub = self._r.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            sub.subscribe(channel)
+            deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
+            while True:
+                reply = sub.get_message(timeout=max(deadline - time.monotonic(), 0.0))
+                if reply is not None and reply.get("type") == "subscribe":
+                    return sub
+                if time.monotonic() >= deadline:
+                    raise redis.TimeoutError(f"no confirmation of SUBSCRIBE {channel}")
+        except BaseException:
+            with contextlib.suppress(*_ERRORS):
+                sub.close()
+            raise
+
     # --- worker side ---
     def _work_subscription(self) -> PubSub | None:
         with self._lock:
             if self._work_sub is None:
-                sub = self._r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 try:
-                    sub.subscribe(self.work_channel)
+                    self._work_sub = self._subscribe(self.work_channel)
                 except _ERRORS as exc:
                     log.warning("cannot subscribe to worker wake-ups: %s", exc)
-                    sub.close()
                     return None
-                self._work_sub = sub
             return self._work_sub
 
     def wait_for_work(self, timeout: float) -> bool:
@@ -99,15 +117,23 @@ class RedisWakeupBus:
                     raise redis.ConnectionError("not subscribed")
                 message = sub.get_message(timeout=left)
             except _ERRORS as exc:
-                # Redis is away: sit out the wait rather than spin; redis-py
-                # resubscribes when the connection comes back.
+                # Redis is away: sit out the wait rather than spin, and subscribe
+                # afresh next time (what was published meanwhile is lost: latency).
                 log.debug("waiting for work without wake-ups: %s", exc)
+                self._drop_work_subscription()
                 self._closed.wait(left)
                 return False
             if message is not None and message.get("type") == "message":
                 self._drain(sub)
                 return True
         return False
+
+    def _drop_work_subscription(self) -> None:
+        with self._lock:
+            sub, self._work_sub = self._work_sub, None
+        if sub is not None:
+            with contextlib.suppress(*_ERRORS):
+                sub.close()
 
     @staticmethod
     def _drain(sub: PubSub) -> None:
@@ -136,11 +162,12 @@ class RedisWakeupBus:
         while not self._closed.is_set():
             try:
                 if sub is None:
-                    sub = self._r.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                    sub.subscribe(self.job_channel)
+                    sub = self._subscribe(self.job_channel)
+                    self.listening.set()
                 message: dict[str, Any] | None = sub.get_message(timeout=_LISTEN_SLICE_S)
             except _ERRORS as exc:
                 log.debug("job events interrupted: %s", exc)
+                self.listening.clear()
                 if sub is not None:
                     with contextlib.suppress(*_ERRORS):
                         sub.close()
@@ -149,6 +176,7 @@ class RedisWakeupBus:
                 continue
             if message is not None and message.get("type") == "message":
                 self._jobs.wake(str(message["data"]))
+        self.listening.clear()
         if sub is not None:
             with contextlib.suppress(*_ERRORS):
                 sub.close()
@@ -157,12 +185,9 @@ class RedisWakeupBus:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._drop_work_subscription()
         with self._lock:
-            sub, self._work_sub = self._work_sub, None
             listener = self._listener
-        if sub is not None:
-            with contextlib.suppress(*_ERRORS):
-                sub.close()
         if listener is not None:
             listener.join(timeout=_LISTEN_SLICE_S + 1)
         if self._owns_client:
