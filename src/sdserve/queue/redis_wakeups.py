@@ -78,7 +78,7 @@ class RedisWakeupBus:
     def _subscribe(self, channel: str) -> PubSub:
         """A subscription the server has confirmed: anything published after this
         returns reaches it."""
-        sub = self._r.pubsub()  # type: ignore[no-untyped-call]
+        sub: PubSub = self._r.pubsub()  # type: ignore[no-untyped-call]
         try:
             sub.subscribe(channel)
             deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
