@@ -43,6 +43,7 @@ class Affinity:
         """May a younger same-priority job overtake ``oldest``?"""
         return (
             bool(self.models)
+            and self.max_wait > 0
             and oldest.model not in self.models
             and self.now - oldest.created_at <= self.max_wait
         )
