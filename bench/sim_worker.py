@@ -52,7 +52,9 @@ def main() -> None:
             stop.wait(2.0)
 
     threading.Thread(target=publish_forever, daemon=True).start()
-    worker = Worker(queue, engine, build_blobs(settings), wakeups, worker_config(settings), state.id)
+    worker = Worker(
+        queue, engine, build_blobs(settings), wakeups, worker_config(settings), state.id
+    )
     try:
         worker.run(stop)
     finally:
