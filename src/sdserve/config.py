@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
     )
     allow_hub_downloads: bool = Field(False, description="Allow loading a hub id (needs network).")
+    inpaint_model: str = Field(
+        "",
+        description="Model an inpaint request without `model` gets (empty: the packaged "
+        "demo-inpaint with the demo model, else the default model).",
+    )
+    upscale_model: str = Field(
+        "",
+        description="Model an upscale request without `model` gets (empty: the first "
+        "upscaler found).",
+    )
 
     # --- queue / batching ---
     queue_backend: Literal["sqlite", "memory", "redis"] = Field(
@@ -79,8 +89,17 @@ class Settings(BaseSettings):
         120.0, gt=0, description="How long POST /v1/generate waits."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_upload_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of the routes that take input images (generate, jobs, "
+        "workflows); other routes keep max_body_bytes.",
+    )
     max_pixels: int = Field(
         2048 * 2048, ge=64 * 64, description="Largest width*height of one image."
+    )
+    max_input_pixels: int = Field(
+        2048 * 2048, ge=64 * 64, description="Largest width*height of an input image."
     )
 
     # --- storage ---
