@@ -14,6 +14,8 @@ from sdserve.testing import free_port
 
 prepare_engine_env()  # before anything imports torch (see process_env)
 
+pytest_plugins = ["tests.s3server"]  # s3_server / s3_env: a real S3-compatible server
+
 __all__ = ["free_port"]
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sdserve.storage.base import MAX_URL_TTL_SECONDS
 
 
 class Settings(BaseSettings):
@@ -103,7 +105,32 @@ class Settings(BaseSettings):
     )
 
     # --- storage ---
+    blob_backend: Literal["local", "s3", "memory"] = Field(
+        "local", description="Image store: local (folder), s3 (S3-compatible), memory (tests)."
+    )
     images_dir: Path | None = Field(None, description="Image folder (default: <data_dir>/images).")
+    s3_bucket: str = Field("", description="S3 bucket (required with blob_backend=s3).")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. `sdserve/`.")
+    s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, Ceph, R2); empty = AWS S3."
+    )
+    s3_public_endpoint_url: str = Field(
+        "",
+        description="Endpoint named in pre-signed URLs when clients reach S3 by another "
+        "address than the service does; empty = s3_endpoint_url.",
+    )
+    s3_region: str = Field("", description="S3 region; empty = boto3's default (AWS_REGION).")
+    s3_create_bucket: bool = Field(
+        False, description="Create the bucket at start if missing (else start-up fails)."
+    )
+    image_urls: Literal["api", "presigned"] = Field(
+        "api",
+        description="Image links clients get: api (/v1/images/{id}) or presigned "
+        "(expiring direct S3 URLs; needs blob_backend=s3).",
+    )
+    presigned_url_ttl_seconds: int = Field(
+        3600, ge=1, le=MAX_URL_TTL_SECONDS, description="Lifetime of a pre-signed image URL."
+    )
 
     # --- webhooks ---
     webhook_secret: str = Field(
@@ -130,6 +157,18 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _storage_consistent(self) -> Settings:
+        # One clear message at start-up instead of a failure at the first image.
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError("SDSERVE_S3_BUCKET is required when SDSERVE_BLOB_BACKEND=s3")
+        if self.image_urls == "presigned" and self.blob_backend != "s3":
+            raise ValueError(
+                "SDSERVE_IMAGE_URLS=presigned needs SDSERVE_BLOB_BACKEND=s3 "
+                f"(it is {self.blob_backend!r}, whose images are served by the API)"
+            )
+        return self
 
     # --- derived paths ---
     @property

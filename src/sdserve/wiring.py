@@ -10,7 +10,7 @@ from sdserve.config import Settings
 from sdserve.engine.base import ModelInfo
 from sdserve.engine.catalog import Catalog, describe
 from sdserve.storage.base import BlobStore
-from sdserve.storage.local import LocalBlobStore
+from sdserve.storage.factory import build_blobs as _build_blobs
 
 log = logging.getLogger("sdserve")
 
@@ -78,4 +78,4 @@ def task_models(settings: Settings, catalog: Catalog) -> dict[str, str]:
 
 
 def build_blobs(settings: Settings) -> BlobStore:
-    return LocalBlobStore(settings.resolved_images_dir)
+    return _build_blobs(settings)
