@@ -177,9 +177,7 @@ def _broken_png() -> list[Case]:
             b.png(2, 1, 16, 3, [bytes(4)], before_idat=palette),
             "bit depth 16 with colour type 3",
         ),
-        Case(
-            "png_rgb_bad_depth", b.png(2, 1, 4, 2, [bytes(3)]), "bit depth 4 with colour type 2"
-        ),
+        Case("png_rgb_bad_depth", b.png(2, 1, 4, 2, [bytes(3)]), "bit depth 4 with colour type 2"),
         Case(
             "png_palette_missing_plte",
             b.png(2, 1, 8, 3, [b"\x00\x01"]),
@@ -224,6 +222,18 @@ def _broken_jpeg_webp() -> list[Case]:
         Case(
             "jpeg_bad_segment_length", jpeg[:4] + b"\x00\x01" + jpeg[6:], "invalid segment length"
         ),
+        Case("jpeg_two_frame_headers", _second_sof(jpeg), "more than one frame header"),
+        Case(
+            "jpeg_segment_flood",
+            jpeg[:2] + b"\xff\xfe\x00\x02" * 1100 + jpeg[2:],
+            "more than 1024 header segments",
+        ),
+        Case(
+            "jpeg_scan_flood",
+            jpeg[:-2] + b"\xff\xda\x00\x02" * 300 + jpeg[-2:],
+            "progressive scans; the limit is 256",
+        ),
+        Case("png_chunk_flood", _chunk_flood(), "more than 4096 chunks"),
         Case("webp_riff_then_png", riff_png, "corrupt WebP"),
         Case(
             "webp_unknown_chunk",
@@ -232,6 +242,21 @@ def _broken_jpeg_webp() -> list[Case]:
         ),
         Case("webp_lossless_scrambled", bytes(scrambled), "corrupt WebP"),
     ]
+
+
+def _second_sof(jpeg: bytes) -> bytes:
+    """A small frame header followed by a huge one: the limit must see both."""
+    sof = jpeg.index(b"\xff\xc0")
+    length = int.from_bytes(jpeg[sof + 2 : sof + 4], "big")
+    huge = bytearray(jpeg[sof : sof + 2 + length])
+    huge[5:9] = (60000).to_bytes(2, "big") * 2
+    return jpeg[: sof + 2 + length] + bytes(huge) + jpeg[sof + 2 + length :]
+
+
+def _chunk_flood() -> bytes:
+    """A valid-looking PNG made of thousands of empty chunks: slow, not big."""
+    small = b.encode(Image.new("L", (8, 8)), "PNG")
+    return small[:33] + b.chunk(b"abCd", b"") * 5000 + small[33:]
 
 
 def _limits(max_pixels: int, max_bytes: int) -> list[Case]:

@@ -46,6 +46,18 @@ def test_exif_orientation_matches_pillows_exif_transpose(orientation: int) -> No
         assert out.tobytes() != source.tobytes() or out.size != source.size
 
 
+def test_xmp_orientation_is_applied_too() -> None:
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+        b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    source = b.halves((16, 8), (255, 0, 0), (0, 0, 255))
+    out = _image(b.encode(source, "WEBP", lossless=True, xmp=xmp))
+    assert out.size == (8, 16)
+    assert out.getpixel((4, 2)) == (255, 0, 0)
+
+
 # --- alpha ---
 
 
@@ -206,6 +218,42 @@ def test_format_comes_from_the_bytes_not_the_declared_type() -> None:
         2,
         3,
     )
+
+
+# --- the Pillow boundary ---
+
+PILLOW_ERRORS = [
+    OSError("broken data stream"),
+    SyntaxError("not a PNG file"),
+    ValueError("bad value"),
+    struct.error("unpack requires a buffer"),
+    EOFError(),
+    Image.DecompressionBombError("too big"),
+    MemoryError(),
+    ZeroDivisionError("division by zero"),
+    IndexError("index out of range"),
+    KeyError("x"),
+    TypeError("bad type"),
+    RuntimeError("libwebp failed"),
+]
+
+
+@pytest.mark.parametrize("error", PILLOW_ERRORS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("stage", ["_open", "load"])
+def test_anything_pillow_raises_becomes_a_422(
+    error: Exception, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import PngImagePlugin
+
+    def fail(*_: object) -> None:
+        raise error
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, stage, fail)
+    with pytest.raises(InvalidRequest) as caught:
+        _image(b.encode(Image.new("RGB", (4, 4)), "PNG"), field="init_images[0]")
+    field, message, _ = _problem(caught)
+    assert field == "init_images[0]"
+    assert message.startswith("corrupt PNG: ")
 
 
 # --- misc ---

@@ -20,6 +20,14 @@ from sdserve.imaging.sniff import Format
 # PNG colour type -> allowed bit depths (PNG spec, table 11.1).
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _JPEG_STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}
+# Work caps against files built to be slow rather than big (each chunk or segment costs
+# Python-level work here and in Pillow; each progressive scan is a pass over the whole
+# image in libjpeg). Real files stay far below them: an encoder writes IDAT chunks of
+# 8-64 KB, a JPEG has a few dozen segments and at most ~20 scans.
+MIN_PNG_CHUNK_CAP = 4096
+PNG_BYTES_PER_CHUNK = 1024  # the cap grows with the file: one chunk per KB on average
+MAX_JPEG_SEGMENTS = 1024  # before the first scan
+MAX_JPEG_SCANS = 256
 # Start-of-frame markers (all coding processes); DHT C4, JPG C8 and DAC CC are not frames.
 _JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}
 
@@ -50,7 +58,8 @@ def _check_png(data: bytes) -> Container:
     palette = 0
     frames = 1
     idat = False
-    while True:
+    cap = max(MIN_PNG_CHUNK_CAP, n // PNG_BYTES_PER_CHUNK)
+    for _ in range(cap):
         if pos + 8 > n:
             where = "before the IEND chunk" if pos == n else f"inside a chunk header at byte {pos}"
             raise ImageProblem(f"truncated PNG: the data ends {where}")
@@ -86,6 +95,8 @@ def _check_png(data: bytes) -> Container:
         elif kind == b"IEND":
             break  # anything after IEND is ignored, as every decoder does
         pos = end
+    else:
+        raise ImageProblem(f"corrupt PNG: more than {cap} chunks for {n} bytes")
     if not idat:
         raise ImageProblem("corrupt PNG: no image data (IDAT chunk)")
     return Container(size=size, frames=frames, palette_entries=palette)
@@ -116,7 +127,7 @@ def _check_jpeg(data: bytes) -> tuple[int, int]:
     n = len(data)
     pos = 2
     size: tuple[int, int] | None = None
-    while True:
+    for _ in range(MAX_JPEG_SEGMENTS):
         if pos + 2 > n:
             raise ImageProblem("truncated JPEG: the data ends inside the header")
         if data[pos] != 0xFF:
@@ -138,15 +149,24 @@ def _check_jpeg(data: bytes) -> tuple[int, int]:
         if length < 2:
             raise ImageProblem(f"corrupt JPEG: invalid segment length at byte {pos}")
         if marker in _JPEG_SOF and length >= 8 and pos + 9 <= n:
+            if size is not None:  # the limit must hold for the frame libjpeg would use
+                raise ImageProblem("corrupt JPEG: more than one frame header (SOF)")
             height = int.from_bytes(data[pos + 5 : pos + 7], "big")
             size = (int.from_bytes(data[pos + 7 : pos + 9], "big"), height)
         if marker == 0xDA:
             break
         pos += 2 + length
+    else:
+        raise ImageProblem(f"corrupt JPEG: more than {MAX_JPEG_SEGMENTS} header segments")
     if size is None:
         raise ImageProblem("corrupt JPEG: no frame header (SOF) before the image data")
     if data.rfind(b"\xff\xd9", pos) < 0:
         raise ImageProblem("truncated JPEG: no end-of-image marker (the data was cut)")
+    scans = data.count(b"\xff\xda", pos)
+    if scans > MAX_JPEG_SCANS:
+        raise ImageProblem(
+            f"has {scans} progressive scans; the limit is {MAX_JPEG_SCANS}", MAX_JPEG_SCANS
+        )
     return size
 
 
