@@ -253,7 +253,22 @@ def test_anything_pillow_raises_becomes_a_422(
         _image(b.encode(Image.new("RGB", (4, 4)), "PNG"), field="init_images[0]")
     field, message, _ = _problem(caught)
     assert field == "init_images[0]"
-    assert message.startswith("corrupt PNG: ")
+    assert message.startswith(
+        "PNG too large" if isinstance(error, MemoryError) else "corrupt PNG: "
+    )
+
+
+def test_running_out_of_memory_while_converting_is_a_422_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_memory(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    grey = b.encode(Image.new("L", (4, 4), 9), "PNG")
+    monkeypatch.setattr(Image.Image, "convert", no_memory)
+    with pytest.raises(InvalidRequest) as caught:
+        _image(grey)
+    assert _problem(caught)[1] == "PNG too large to decode now (out of memory)"
 
 
 # --- misc ---

@@ -57,8 +57,7 @@ class ImageLimits:
 def decode_image(data: bytes, *, field: str, limits: ImageLimits) -> Image.Image:
     """Client bytes -> an upright 8-bit RGB image with alpha flattened onto white."""
     try:
-        decoded = _decode(data, limits)
-        return _finish(to_rgb(decoded), decoded)
+        return _decode(data, limits, to_rgb)
     except ImageProblem as problem:
         raise invalid(field, problem) from problem
 
@@ -77,8 +76,7 @@ def decode_mask(
     With ``image_size`` the mask must match it (sizes compared after EXIF rotation).
     """
     try:
-        decoded = _decode(data, limits)
-        mask = _finish(to_mask(decoded, binarize=binarize), decoded)
+        mask = _decode(data, limits, lambda image: to_mask(image, binarize=binarize))
         if image_size is not None and mask.size != tuple(image_size):
             raise ImageProblem(
                 f"must be the same size as {image_field}: {image_field} is "
@@ -99,7 +97,9 @@ def invalid(field: str, problem: ImageProblem) -> InvalidRequest:
     return InvalidRequest.single(field, problem.message, problem.limit)
 
 
-def _decode(data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
+def _decode(
+    data: bytes, limits: ImageLimits, normalise: Callable[[Image.Image], Image.Image]
+) -> Image.Image:
     if len(data) > limits.max_bytes:
         raise ImageProblem(
             f"is {len(data)} bytes; the limit is {limits.max_bytes} bytes", limits.max_bytes
@@ -117,16 +117,16 @@ def _decode(data: bytes, limits: ImageLimits) -> ImageFile.ImageFile:
         raise ImageProblem(f"is an animated {name} ({frames} frames); send a single still image", 1)
     if image.mode not in _DECODED_MODES[fmt]:
         raise ImageProblem(f"unsupported {name} pixel format {image.mode}")
-    with _pillow_errors(name):
+    with _pillow_errors(name):  # conversions too: a MemoryError there is no 500 either
         image.load()
-    if image.mode == "P" and container.palette_entries:
-        highest = image.getextrema()[1]
-        if not isinstance(highest, int) or highest >= container.palette_entries:
-            raise ImageProblem(
-                f"corrupt PNG: palette index {highest} is out of range "
-                f"(the palette has {container.palette_entries} colours)"
-            )
-    return image
+        if image.mode == "P" and container.palette_entries:
+            highest = image.getextrema()[1]
+            if not isinstance(highest, int) or highest >= container.palette_entries:
+                raise ImageProblem(
+                    f"corrupt PNG: palette index {highest} is out of range "
+                    f"(the palette has {container.palette_entries} colours)"
+                )
+        return _finish(normalise(image), image)
 
 
 def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
@@ -169,24 +169,20 @@ def _pillow_errors(name: str) -> Iterator[None]:
     Deliberately broad: Pillow's decoders raise OSError, SyntaxError, ValueError,
     struct.error, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
     DecompressionBombError, MemoryError... and the set changes between releases.
-    Only Pillow calls are wrapped, so our own bugs are not hidden behind a 422.
+    Only the opening, the decode and the thin conversions over them are wrapped (not
+    the sniffing or container checks), so few bugs of ours could hide behind a 422.
     """
     try:
         yield
     except ImageProblem:
         raise
+    except MemoryError as exc:
+        raise ImageProblem(f"{name} too large to decode now (out of memory)") from exc
     except Exception as exc:
-        raise ImageProblem(f"corrupt {name}: {_pillow_message(exc)}") from exc
-
-
-def _pillow_message(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    lowered = text.lower()
-    if "truncated" in lowered:
-        return f"the data was cut short ({text})"
-    if isinstance(exc, MemoryError):
-        return "not enough memory to decode it"
-    return f"could not decode it ({text})"
+        text = str(exc).strip() or type(exc).__name__
+        if "truncated" in text.lower():
+            raise ImageProblem(f"corrupt {name}: the data was cut short ({text})") from exc
+        raise ImageProblem(f"corrupt {name}: could not decode it ({text})") from exc
 
 
 def _wh(size: tuple[int, ...]) -> str:
