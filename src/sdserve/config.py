@@ -92,10 +92,14 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
     max_upload_bytes: int = Field(
-        20 * 1024 * 1024,
+        24 * 1024 * 1024,
         ge=1024,
         description="Largest body of the routes that take input images (generate, jobs, "
-        "workflows); other routes keep max_body_bytes.",
+        "workflows; room for an image and a mask in base64); other routes keep "
+        "max_body_bytes.",
+    )
+    max_input_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest input image or mask file (decoded)."
     )
     max_pixels: int = Field(
         2048 * 2048, ge=64 * 64, description="Largest width*height of one image."

@@ -9,9 +9,6 @@ or input) by its id, so a client never uploads what the service holds.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -20,10 +17,15 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.services import Services
 from sdserve.domain.errors import InvalidRequest
-from sdserve.imaging import decode_image, decode_mask, encode_png, load_stored
+from sdserve.imaging import (
+    ImageLimits,
+    decode_base64,
+    decode_image,
+    decode_mask,
+    encode_png,
+    load_stored,
+)
 from sdserve.storage.base import valid_image_id
-
-_DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,6 @@ class RawInput:
     field: str
     data: bytes | None = None
     image_id: str | None = None
-
-
-def from_base64(text: str, field: str, max_bytes: int) -> bytes:
-    """Plain base64 or a ``data:image/...;base64,`` URL."""
-    body = _DATA_URL.sub("", text.strip(), count=1)
-    if len(body) * 3 // 4 > max_bytes:
-        raise InvalidRequest.single(field, f"image exceeds {max_bytes} bytes", max_bytes)
-    try:
-        return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest.single(field, "not valid base64 image data") from exc
 
 
 def new_input_id() -> str:
@@ -57,7 +48,7 @@ def raw_input(
     if upload is not None:
         return RawInput(field, data=upload)
     if text is not None:
-        return RawInput(field, data=from_base64(text, field, max_bytes))
+        return RawInput(field, data=decode_base64(text, field=field, max_bytes=max_bytes))
     if image_id is not None:
         return RawInput(f"{field}_id", image_id=image_id)
     return None
@@ -88,7 +79,8 @@ async def decode(
 def _decode_sync(
     services: Services, raw: RawInput, mask_size: tuple[int, int] | None
 ) -> DecodedInput:
-    limit = services.settings.max_input_pixels
+    settings = services.settings
+    limits = ImageLimits(max_bytes=settings.max_input_bytes, max_pixels=settings.max_input_pixels)
     if raw.image_id is not None:
         image = _existing(services, raw.image_id, raw.field)
         if mask_size is not None:
@@ -97,9 +89,9 @@ def _decode_sync(
     else:
         assert raw.data is not None
         if mask_size is not None:
-            image = decode_mask(raw.data, field=raw.field, max_pixels=limit)
+            image = decode_mask(raw.data, field=raw.field, limits=limits, image_size=mask_size)
         else:
-            image = decode_image(raw.data, field=raw.field, max_pixels=limit)
+            image = decode_image(raw.data, field=raw.field, limits=limits)
         decoded = DecodedInput(raw.field, image, new_input_id(), new=True)
     if mask_size is not None and decoded.size != mask_size:
         (mw, mh), (iw, ih) = decoded.size, mask_size

@@ -151,7 +151,7 @@ def check_task_fields(req: GenerateRequest, image_given: bool = False) -> None:
 async def decode_inputs(
     services: Services, req: GenerateRequest, uploads: Uploads
 ) -> tuple[DecodedInput | None, DecodedInput | None]:
-    max_bytes = services.settings.max_upload_bytes
+    max_bytes = services.settings.max_input_bytes
     raw_image = inputs.raw_input(
         "image", req.image, req.image_id, uploads.files.get("image"), max_bytes
     )

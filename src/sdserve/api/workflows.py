@@ -65,7 +65,7 @@ def _source(step: WorkflowStepRequest, index: int, has_original: bool) -> StepIn
 async def resolve(
     services: Services, req: WorkflowRequest, uploads: Uploads
 ) -> tuple[list[WorkflowStep], list[DecodedInput]]:
-    max_bytes = services.settings.max_upload_bytes
+    max_bytes = services.settings.max_input_bytes
     unknown = set(uploads.files) - {"image"} - {f"mask_{i}" for i in range(len(req.steps))}
     if unknown:
         raise InvalidRequest.single(

@@ -146,6 +146,13 @@ class JobCanceled(SdserveError):
     status = 409
 
 
+class CorruptInput(SdserveError):
+    """A stored input image (written at submit) no longer reads back; retrying won't help."""
+
+    type = "corrupt_input"
+    status = 500
+
+
 class LeaseExpired(SdserveError):
     type = "lease_expired"
     status = 500
