@@ -10,6 +10,8 @@ reproducible and the held-out variants were never looked at while tuning.
     python bench/make_prompt_policy_eval.py [--check]
 """
 
+# ruff: noqa: RUF001  (look-alike characters are the point of this file)
+
 from __future__ import annotations
 
 import argparse

@@ -103,7 +103,9 @@ class BuiltinPolicy:
     ) -> BuiltinPolicy:
         return cls(load_term_lists(operator_dir), threshold)
 
-    def scores(self, prompt: str, negative_prompt: str = "") -> tuple[dict[str, float], dict[str, list[str]]]:
+    def scores(
+        self, prompt: str, negative_prompt: str = ""
+    ) -> tuple[dict[str, float], dict[str, list[str]]]:
         text = normalize(prompt, self.segmenter)
         negative = normalize(negative_prompt, self.segmenter) if negative_prompt.strip() else None
         scores: dict[str, float] = {}
@@ -122,4 +124,6 @@ class BuiltinPolicy:
         self, prompt: str, negative_prompt: str = "", threshold: float | None = None
     ) -> PolicyDecision:
         scores, matches = self.scores(prompt, negative_prompt)
-        return decide(scores, self.threshold if threshold is None else threshold, "builtin", matches)
+        return decide(
+            scores, self.threshold if threshold is None else threshold, "builtin", matches
+        )

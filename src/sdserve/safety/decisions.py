@@ -75,7 +75,9 @@ def decide(
     if flagged:
         listed = ", ".join(f"{c} ({s:.2f})" for c, s in flagged)
         reason = f"prompt refused by the content policy: {listed} at or above {threshold:.2f}"
-        return PolicyDecision(False, top, categories, reason, source, threshold, matches=matches or {})
+        return PolicyDecision(
+            False, top, categories, reason, source, threshold, matches=matches or {}
+        )
     return PolicyDecision(
         True,
         1.0 - top,
@@ -103,14 +105,16 @@ class ImageVerdict:
     """The verdict on one generated image."""
 
     flagged: bool
-    categories: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, float] = field(default_factory=dict)  # score per category
     reason: str = ""
     source: str = ""
+    labels: tuple[str, ...] = ()  # the categories that flagged it
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "flagged": self.flagged,
             "categories": {c: round(s, 4) for c, s in self.categories.items()},
+            "labels": list(self.labels),
             "reason": self.reason,
             "source": self.source,
         }

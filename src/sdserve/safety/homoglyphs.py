@@ -10,6 +10,8 @@ look-alikes to the wrong letter for this purpose (palochka ``ӏ`` looks like ``l
 ``I``, ``1``, ``|``, palochka): the matcher tries both.
 """
 
+# ruff: noqa: RUF001, RUF002, RUF003  (look-alike characters are the point of this file)
+
 from __future__ import annotations
 
 AMBIGUOUS = "\ue000"  # private use: never produced by normal text after folding

@@ -13,12 +13,17 @@ from collections.abc import Iterable
 
 from sdserve.safety.normalize import readings, runs
 
-COMMON_WORDS = (
-    "a an the of to in on at by for with and or but is are was were be been being it its "
-    "this that these those all any some no not my your his her their our me you him them "
-    "we they i he she who what as so do does did have has had will would can just only up "
-    "out off from into over under about like than then there here"
-).split()
+COMMON_WORDS = frozenset(
+    {
+        *("a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "and", "or"),
+        *("but", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this"),
+        *("that", "these", "those", "all", "any", "some", "no", "not", "my", "your", "his"),
+        *("her", "their", "our", "me", "you", "him", "them", "we", "they", "i", "he", "she"),
+        *("who", "what", "as", "so", "do", "does", "did", "have", "has", "had", "will"),
+        *("would", "can", "just", "only", "up", "out", "off", "from", "into", "over"),
+        *("under", "about", "like", "than", "then", "there", "here"),
+    }
+)
 _LONGEST = 32
 
 

@@ -75,7 +75,7 @@ def _strings(value: Any, where: str) -> list[str]:
 
 def _weights(value: Any, where: str) -> dict[str, float]:
     if not isinstance(value, dict):
-        raise TermListError(f"{where}: expected a table of \"phrase\" = weight")
+        raise TermListError(f'{where}: expected a table of "phrase" = weight')
     out: dict[str, float] = {}
     for phrase, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, int | float):
@@ -106,7 +106,7 @@ def parse_file(text: str, where: str, default_name: str) -> tuple[CategoryRules,
         raise TermListError(f"{where}: unknown keys {sorted(unknown)}")
     mode = data.get("mode", "extend")
     if mode not in ("extend", "replace"):
-        raise TermListError(f"{where}: mode must be \"extend\" or \"replace\", not {mode!r}")
+        raise TermListError(f'{where}: mode must be "extend" or "replace", not {mode!r}')
     negative = data.get("negative", {})
     if not isinstance(negative, dict) or set(negative) - {"when", "terms"}:
         raise TermListError(f"{where}: [negative] takes only `when` and `terms`")
