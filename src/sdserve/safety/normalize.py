@@ -24,12 +24,12 @@ Repeated letters are not squeezed here: the matcher compares run lengths
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from sdserve.safety.homoglyphs import AMBIGUOUS, LOWER_TABLE, UPPER_TABLE
 
@@ -132,14 +132,13 @@ def compact(
     return _INNER[symbols_are_letters].sub("", text)
 
 
+_RUN = re.compile(r"(.)\1*", re.S)
+
+
 def runs(word: str) -> tuple[str, tuple[int, ...]]:
     """``kiiill`` -> (``kil``, (1, 3, 2)): letters with repeats squeezed, and the counts."""
-    keys: list[str] = []
-    counts: list[int] = []
-    for ch, group in itertools.groupby(word):
-        keys.append(ch)
-        counts.append(sum(1 for _ in group))
-    return "".join(keys), tuple(counts)
+    found = [(m.group(1), m.end() - m.start()) for m in _RUN.finditer(word)]
+    return "".join(ch for ch, _ in found), tuple(n for _, n in found)
 
 
 def readings(raw: str) -> set[str]:
@@ -170,11 +169,7 @@ class Token:
 
     @classmethod
     def of(cls, raw: str) -> Token:
-        forms: dict[str, list[tuple[int, ...]]] = {}
-        for reading in readings(raw):
-            key, counts = runs(reading)
-            forms.setdefault(key, []).append(counts)
-        return cls(raw, forms)
+        return _token(raw)
 
     def matches(self, key: str, counts: tuple[int, ...]) -> bool:
         """True when some reading has the word's letters, each run at least as long."""
@@ -184,16 +179,21 @@ class Token:
         return False
 
 
+@functools.lru_cache(maxsize=8192)
+def _token(raw: str) -> Token:
+    # Prompts repeat words across views and requests; tokens are never changed.
+    forms: dict[str, list[tuple[int, ...]]] = {}
+    for reading in readings(raw):
+        key, counts = runs(reading)
+        forms.setdefault(key, []).append(counts)
+    return Token(raw, forms)
+
+
 @dataclass(frozen=True)
 class Normalized:
     text: str
     clean: str
     views: tuple[tuple[Token, ...], ...]
-
-    @cached_property
-    def words(self) -> list[str]:
-        """The plain reading (first view), for logs and tests."""
-        return [t.raw for t in self.views[0]]
 
 
 def tokenize(text: str, symbols_are_letters: bool = False) -> list[str]:

@@ -34,9 +34,24 @@ Word = tuple[str, tuple[int, ...]]  # run-length form: (squeezed letters, run co
 Option = tuple[Word, ...]  # one way to fill an element: consecutive words
 
 
-@dataclass(frozen=True)
 class Choice:
-    options: tuple[Option, ...]
+    """One element of a pattern: a token sequence out of several options."""
+
+    def __init__(self, options: tuple[Option, ...]) -> None:
+        self.options = options
+        self.optional = () in options
+        # Options by their first word's letters: a token only tries the few that fit.
+        self.by_first: dict[str, list[Option]] = {}
+        for option in options:
+            if option:
+                self.by_first.setdefault(option[0][0], []).append(option)
+
+    def candidates(self, token: Token | None) -> Iterator[Option]:
+        if token is not None:
+            for key in token.forms:
+                yield from self.by_first.get(key, ())
+        if self.optional:
+            yield ()
 
 
 @dataclass(frozen=True)
@@ -172,7 +187,7 @@ def _match(tokens: Sequence[Token], elements: Sequence[Element], k: int, i: int)
             if end is not None:
                 return end
         return None
-    for option in element.options:
+    for option in element.candidates(tokens[i] if i < len(tokens) else None):
         n = len(option)
         if i + n > len(tokens):
             continue
