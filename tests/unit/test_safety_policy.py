@@ -112,6 +112,12 @@ def test_exception_only_covers_its_own_occurrence(policy: BuiltinPolicy) -> None
     assert not policy.check("a nude woman wearing nude lipstick").approved
 
 
+def test_exception_cancels_a_longer_hit_it_overlaps(policy: BuiltinPolicy) -> None:
+    assert policy.check("shoot a portrait of him").approved
+    assert not policy.check("shoot him").approved
+    assert not policy.check("shoot the man, then a portrait").approved
+
+
 def test_decision_fields(policy: BuiltinPolicy) -> None:
     refused = policy.check("a man stabbing another man")
     assert not refused.approved

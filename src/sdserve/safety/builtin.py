@@ -61,7 +61,10 @@ def _hits(text: Normalized, terms: Matcher, exceptions: Matcher | None) -> set[s
     for view in text.views:
         spans = [(s, e) for _, s, e in exceptions.find(view)] if exceptions else []
         for pattern, start, end in terms.find(view):
-            if any(s <= start and end <= e for s, e in spans):
+            # An exception cancels a hit it overlaps ("shoot a portrait" cancels
+            # "shoot ~ {person}" in "shoot a portrait of him"), so exceptions are
+            # written without ~: a wide one would cancel real hits beside it.
+            if any(s < end and start < e for s, e in spans):
                 continue
             found.add(pattern.source)
     return found
