@@ -137,3 +137,19 @@ def test_nudenet_real_model_runs_offline() -> None:
     # plain colour and noise contain no people: real inference, nothing flagged
     assert [v.flagged for v in verdicts] == [False, False]
     assert all(v.source == "nudenet" and "adult" in v.categories for v in verdicts)
+
+
+def test_safety_package_imports_no_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import sdserve.safety, sdserve.safety.factory, sdserve.safety.images\n"
+        "import sdserve.safety.metrics, sdserve.safety.nudenet\n"
+        "from sdserve.config import Settings\n"
+        "sdserve.safety.factory.build_prompt_policy(Settings()).check('a cat')\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'nudenet' not in sys.modules, 'nudenet imported eagerly'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
