@@ -150,6 +150,46 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="Per-delivery timeout.")
     webhook_max_attempts: int = Field(8, ge=1, description="Delivery tries (about a day).")
 
+    # --- content safety ---
+    prompt_policy: Literal["builtin", "external", "both", "off"] = Field(
+        "builtin",
+        description="Prompt check at submit: builtin term lists, an external moderation "
+        "service, both (built-in first), or off.",
+    )
+    prompt_policy_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="A category score at or above this refuses."
+    )
+    prompt_policy_terms_dir: Path | None = Field(
+        None,
+        description="Folder of operator term lists (TOML) extending or replacing the "
+        "built-in ones (docs/safety.md).",
+    )
+    moderation_url: str = Field(
+        "", description="External moderation endpoint (OpenAI moderation request/response)."
+    )
+    moderation_api_key: str = Field("", description="Bearer token for the moderation service.")
+    moderation_model: str = Field("", description="`model` sent to the moderation service.")
+    moderation_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout of one moderation request."
+    )
+    moderation_fail_open: bool = Field(
+        False,
+        description="Approve prompts when the moderation service fails (default: refuse "
+        "with 503 moderation_unavailable).",
+    )
+    image_checker: Literal["off", "model", "nudenet"] = Field(
+        "off",
+        description="Check generated images: the checkpoint's own safety_checker, NudeNet "
+        "(extra `sdserve[nudenet]`, AGPL-3.0), or off.",
+    )
+    image_checker_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="NudeNet detection score that flags an image."
+    )
+    safety_review: Literal["hold", "reject"] = Field(
+        "hold",
+        description="A flagged image: hold the job for review, or reject (fail) it.",
+    )
+
     @field_validator("webhook_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
