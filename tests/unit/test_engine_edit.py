@@ -357,6 +357,31 @@ def test_batched_images_equal_single_ones(
     assert not np.array_equal(_arr(full, "a", 0), _arr(full, "a", 1))  # seeds differ
 
 
+def test_sdxl_edits_through_its_own_pipelines(edit_models_dir: Path) -> None:
+    """SDXL's img2img/inpaint pipelines (two encoders, pooled and size conditioning)
+    come from the SDXL txt2img pipeline, share its weights and batch invariantly."""
+    info = describe("xl", str(edit_models_dir / "xl"))
+    assert info.family == "sdxl" and info.tasks == ("txt2img", "img2img", "inpaint")
+    eng = DiffusersEngine(Settings(device="cpu"), Catalog(info))
+    image, mask = _noise(20, SIZE, SIZE), _mask(SIZE, SIZE)
+    a = BatchItem("a", "a cat", "", [1, 2], _noise(21, SIZE, SIZE), mask)
+    b = BatchItem("b", "a dog", "", [3], image, mask)
+    for task, cls in (
+        ("img2img", "StableDiffusionXLImg2ImgPipeline"),
+        ("inpaint", "StableDiffusionXLInpaintPipeline"),
+    ):
+        full = eng.generate(_req("xl", task, [a, b], strength=0.75, scheduler="euler"), _none)
+        alone = eng.generate(_req("xl", task, [b], strength=0.75, scheduler="euler"), _none)
+        assert np.array_equal(_arr(full, "b"), _arr(alone, "b"))
+        model = eng.get_model("xl")
+        derived = model.derived[task]
+        assert type(derived).__name__ == cls
+        assert derived.text_encoder_2 is model.pipe.text_encoder_2
+        assert derived.unet is model.pipe.unet
+    soft = np.asarray(mask) == 0
+    assert np.array_equal(_arr(full, "b")[soft], np.asarray(image)[soft])
+
+
 # --- one copy of the weights ---
 
 

@@ -1,5 +1,6 @@
 """Tiny random-weight editing models: a 9-channel inpainting SD, the SD x4 upscaler and
-the x2 latent upscaler, written locally for tests.
+the x2 latent upscaler, plus a tiny SDXL (whose img2img / inpainting pipelines differ
+from SD's), written locally for tests.
 
 Like ``demo.create_demo_model`` these are real diffusers folders saved with
 ``save_pretrained`` as safetensors (``model_index.json`` names the pipeline class), so
@@ -168,6 +169,60 @@ def create_demo_latent_upscaler(path: Path, seed: int = 0) -> Path:
                 beta_start=0.00085,
                 beta_end=0.012,
                 prediction_type="sample",
+            ),
+        )
+
+    return _write(path, build)
+
+
+def create_demo_sdxl_model(path: Path, seed: int = 0) -> Path:
+    """An SDXL-format model: two CLIP text encoders (the second with projection, for
+    the pooled embedding), a UNet with SDXL's text-time added conditioning, and the
+    demo VAE."""
+
+    def build(tmp: Path) -> Any:
+        from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+        d = _diffusers()
+        tokenizer, parts = _text_parts(tmp, seed)
+        tokenizer_2 = _tokenizer(tmp / "tokenizer_2")
+        torch.manual_seed(seed + 40)
+        text_encoder_2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(**{**parts["text_encoder"].config.to_dict(), "projection_dim": 32})
+        )
+        hidden = parts["text_encoder"].config.hidden_size
+        torch.manual_seed(seed + 41)
+        unet = d.UNet2DConditionModel(
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            transformer_layers_per_block=(1, 2),
+            cross_attention_dim=2 * hidden,  # both encoders' hidden states side by side
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            # pooled text (projection_dim) + 6 size/crop conditioning values x 8
+            projection_class_embeddings_input_dim=32 + 6 * 8,
+            norm_num_groups=16,
+        )
+        return d.StableDiffusionXLPipeline(
+            vae=parts["vae"],
+            text_encoder=parts["text_encoder"],
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer_2,
+            unet=unet,
+            scheduler=d.EulerDiscreteScheduler(
+                beta_start=0.00085,
+                beta_end=0.012,
+                beta_schedule="scaled_linear",
+                steps_offset=1,
+                timestep_spacing="leading",
             ),
         )
 
