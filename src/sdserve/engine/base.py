@@ -119,6 +119,8 @@ class GenerationEngine(Protocol):
 
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
         """Run one batch. Image ``k`` of item ``i`` must depend only on the item's
-        prompts, its seed ``seeds[k]`` and the shared parameters, never on the rest of
-        the batch. Raises OutOfMemory (worker splits and retries) or GenerationFailed."""
+        prompts, input image and mask, its seed ``seeds[k]`` and the shared
+        parameters, never on the rest of the batch. Raises InvalidRequest (a task,
+        scheduler or parameter the model cannot take), OutOfMemory (worker splits and
+        retries) or GenerationFailed."""
         ...
