@@ -29,6 +29,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def edit_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight editing models, created once per session (a few MB each,
+    ~4 s in all): ``inpaint`` (9-channel UNet), ``x4`` (SD x4 upscaler), ``x2`` (latent
+    upscaler), ``xl`` (SDXL). Tests load them by path through the real catalog and
+    loader."""
+    from sdserve.engine.demo_edit import (
+        create_demo_inpaint_model,
+        create_demo_latent_upscaler,
+        create_demo_sdxl_model,
+        create_demo_upscaler,
+    )
+
+    root = tmp_path_factory.mktemp("edit-models")
+    create_demo_inpaint_model(root / "inpaint")
+    create_demo_upscaler(root / "x4")
+    create_demo_latent_upscaler(root / "x2")
+    create_demo_sdxl_model(root / "xl")
+    return root
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(**overrides: Any) -> Settings:

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="Run the UNet one row at a time so batched images are bit-identical "
         "to single ones (auto: on for CPU, off for CUDA where batching throughput wins).",
     )
+    upscale_tile_size: int = Field(
+        256,
+        ge=16,
+        description="Largest input side an upscaler processes in one piece; larger inputs "
+        "are cut into overlapping tiles blended back together, so memory stays bounded.",
+    )
     max_loaded_models: int = Field(1, ge=1, description="Models a worker keeps loaded (LRU).")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
