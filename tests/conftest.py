@@ -11,11 +11,14 @@ import pytest
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.testing import free_port
-from tests.redis_server import private_redis, redis_prefix, redis_url
 
 prepare_engine_env()  # before anything imports torch (see process_env)
 
-__all__ = ["free_port", "private_redis", "redis_prefix", "redis_url"]
+# s3_server / s3_env: a real S3-compatible server; redis_url / redis_prefix /
+# private_redis: the machine's redis-server or private ones (tests/redis_server.py).
+pytest_plugins = ["tests.s3server", "tests.redis_server"]
+
+__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +29,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny"
     create_demo_model(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def edit_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight editing models, created once per session (a few MB each,
+    ~4 s in all): ``inpaint`` (9-channel UNet), ``x4`` (SD x4 upscaler), ``x2`` (latent
+    upscaler), ``xl`` (SDXL). Tests load them by path through the real catalog and
+    loader."""
+    from sdserve.engine.demo_edit import (
+        create_demo_inpaint_model,
+        create_demo_latent_upscaler,
+        create_demo_sdxl_model,
+        create_demo_upscaler,
+    )
+
+    root = tmp_path_factory.mktemp("edit-models")
+    create_demo_inpaint_model(root / "inpaint")
+    create_demo_upscaler(root / "x4")
+    create_demo_latent_upscaler(root / "x2")
+    create_demo_sdxl_model(root / "xl")
+    return root
 
 
 @pytest.fixture

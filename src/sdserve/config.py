@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sdserve.storage.base import MAX_URL_TTL_SECONDS
 
 
 class Settings(BaseSettings):
@@ -45,11 +47,27 @@ class Settings(BaseSettings):
         description="Run the UNet one row at a time so batched images are bit-identical "
         "to single ones (auto: on for CPU, off for CUDA where batching throughput wins).",
     )
+    upscale_tile_size: int = Field(
+        256,
+        ge=16,
+        description="Largest input side an upscaler processes in one piece; larger inputs "
+        "are cut into overlapping tiles blended back together, so memory stays bounded.",
+    )
     max_loaded_models: int = Field(1, ge=1, description="Models a worker keeps loaded (LRU).")
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
     )
     allow_hub_downloads: bool = Field(False, description="Allow loading a hub id (needs network).")
+    inpaint_model: str = Field(
+        "",
+        description="Model an inpaint request without `model` gets (empty: the packaged "
+        "demo-inpaint with the demo model, else the default model).",
+    )
+    upscale_model: str = Field(
+        "",
+        description="Model an upscale request without `model` gets (empty: the first "
+        "upscaler found).",
+    )
 
     # --- queue / batching ---
     queue_backend: Literal["sqlite", "memory", "redis"] = Field(
@@ -88,12 +106,50 @@ class Settings(BaseSettings):
         120.0, gt=0, description="How long POST /v1/generate waits."
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body.")
+    max_upload_bytes: int = Field(
+        24 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of the routes that take input images (generate, jobs, "
+        "workflows; room for an image and a mask in base64); other routes keep "
+        "max_body_bytes.",
+    )
+    max_input_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest input image or mask file (decoded)."
+    )
     max_pixels: int = Field(
         2048 * 2048, ge=64 * 64, description="Largest width*height of one image."
     )
+    max_input_pixels: int = Field(
+        2048 * 2048, ge=64 * 64, description="Largest width*height of an input image."
+    )
 
     # --- storage ---
+    blob_backend: Literal["local", "s3", "memory"] = Field(
+        "local", description="Image store: local (folder), s3 (S3-compatible), memory (tests)."
+    )
     images_dir: Path | None = Field(None, description="Image folder (default: <data_dir>/images).")
+    s3_bucket: str = Field("", description="S3 bucket (required with blob_backend=s3).")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. `sdserve/`.")
+    s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, Ceph, R2); empty = AWS S3."
+    )
+    s3_public_endpoint_url: str = Field(
+        "",
+        description="Endpoint named in pre-signed URLs when clients reach S3 by another "
+        "address than the service does; empty = s3_endpoint_url.",
+    )
+    s3_region: str = Field("", description="S3 region; empty = boto3's default (AWS_REGION).")
+    s3_create_bucket: bool = Field(
+        False, description="Create the bucket at start if missing (else start-up fails)."
+    )
+    image_urls: Literal["api", "presigned"] = Field(
+        "api",
+        description="Image links clients get: api (/v1/images/{id}) or presigned "
+        "(expiring direct S3 URLs; needs blob_backend=s3).",
+    )
+    presigned_url_ttl_seconds: int = Field(
+        3600, ge=1, le=MAX_URL_TTL_SECONDS, description="Lifetime of a pre-signed image URL."
+    )
 
     # --- webhooks ---
     webhook_secret: str = Field(
@@ -109,6 +165,46 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(5.0, gt=0, description="Per-delivery timeout.")
     webhook_max_attempts: int = Field(8, ge=1, description="Delivery tries (about a day).")
 
+    # --- content safety ---
+    prompt_policy: Literal["builtin", "external", "both", "off"] = Field(
+        "builtin",
+        description="Prompt check at submit: builtin term lists, an external moderation "
+        "service, both (built-in first), or off.",
+    )
+    prompt_policy_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="A category score at or above this refuses."
+    )
+    prompt_policy_terms_dir: Path | None = Field(
+        None,
+        description="Folder of operator term lists (TOML) extending or replacing the "
+        "built-in ones (docs/safety.md).",
+    )
+    moderation_url: str = Field(
+        "", description="External moderation endpoint (OpenAI moderation request/response)."
+    )
+    moderation_api_key: str = Field("", description="Bearer token for the moderation service.")
+    moderation_model: str = Field("", description="`model` sent to the moderation service.")
+    moderation_timeout_seconds: float = Field(
+        5.0, gt=0, description="Timeout of one moderation request."
+    )
+    moderation_fail_open: bool = Field(
+        False,
+        description="Approve prompts when the moderation service fails (default: refuse "
+        "with 503 moderation_unavailable).",
+    )
+    image_checker: Literal["off", "model", "nudenet"] = Field(
+        "off",
+        description="Check generated images: the checkpoint's own safety_checker, NudeNet "
+        "(extra `sdserve[nudenet]`, AGPL-3.0), or off.",
+    )
+    image_checker_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="NudeNet detection score that flags an image."
+    )
+    safety_review: Literal["hold", "reject"] = Field(
+        "hold",
+        description="A flagged image: hold the job for review, or reject (fail) it.",
+    )
+
     @field_validator("webhook_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
@@ -120,6 +216,18 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _storage_consistent(self) -> Settings:
+        # One clear message at start-up instead of a failure at the first image.
+        if self.blob_backend == "s3" and not self.s3_bucket:
+            raise ValueError("SDSERVE_S3_BUCKET is required when SDSERVE_BLOB_BACKEND=s3")
+        if self.image_urls == "presigned" and self.blob_backend != "s3":
+            raise ValueError(
+                "SDSERVE_IMAGE_URLS=presigned needs SDSERVE_BLOB_BACKEND=s3 "
+                f"(it is {self.blob_backend!r}, whose images are served by the API)"
+            )
+        return self
 
     # --- derived paths ---
     @property

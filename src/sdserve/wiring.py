@@ -10,13 +10,19 @@ from sdserve.config import Settings
 from sdserve.engine.base import ModelInfo
 from sdserve.engine.catalog import Catalog, describe
 from sdserve.storage.base import BlobStore
-from sdserve.storage.local import LocalBlobStore
+from sdserve.storage.factory import build_blobs as _build_blobs
 
 log = logging.getLogger("sdserve")
 
-PACKAGED_DEMO = Path(__file__).parent / "assets" / "demo-model"
+ASSETS = Path(__file__).parent / "assets"
+PACKAGED_DEMO = ASSETS / "demo-model"
 DEMO_NAME = "demo"
 TINY_NAME = "tiny"
+# The demo model's editing companions (trained by sdserve.training), served beside it.
+PACKAGED_COMPANIONS = {
+    "demo-inpaint": ASSETS / "demo-inpaint",
+    "demo-upscaler": ASSETS / "demo-upscaler",
+}
 
 
 def packaged_demo_available() -> bool:
@@ -43,8 +49,33 @@ def default_model(settings: Settings) -> ModelInfo:
 
 def build_catalog(settings: Settings) -> Catalog:
     builtin = [describe(DEMO_NAME, str(PACKAGED_DEMO))] if packaged_demo_available() else []
+    builtin += [
+        describe(name, str(path))
+        for name, path in PACKAGED_COMPANIONS.items()
+        if (path / "model_index.json").exists()
+    ]
     return Catalog.scan(default_model(settings), settings.resolved_models_dir, builtin)
 
 
+def task_models(settings: Settings, catalog: Catalog) -> dict[str, str]:
+    """The model a request without ``model`` gets, per task. Inpaint: the configured
+    one, the demo's inpainting companion when the demo is the default, else the
+    default model (any SD checkpoint inpaints). Upscale: the configured one, else the
+    first upscaler in the catalog (none: an upscale request must name a model)."""
+    default = catalog.default
+    names = set(catalog.names())
+    out = {"txt2img": default.name, "img2img": default.name, "inpaint": default.name}
+    if settings.inpaint_model:
+        out["inpaint"] = settings.inpaint_model
+    elif default.name == DEMO_NAME and "demo-inpaint" in names:
+        out["inpaint"] = "demo-inpaint"
+    upscaler = settings.upscale_model or next(
+        (m.name for m in catalog.all() if "upscale" in m.tasks), None
+    )
+    if upscaler is not None:
+        out["upscale"] = upscaler
+    return out
+
+
 def build_blobs(settings: Settings) -> BlobStore:
-    return LocalBlobStore(settings.resolved_images_dir)
+    return _build_blobs(settings)

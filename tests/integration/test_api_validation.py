@@ -51,6 +51,7 @@ def svc(
         port=free_port(),
         max_pixels=1024 * 1024,
         max_body_bytes=64 * 1024,
+        max_upload_bytes=96 * 1024,
         webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
     live = start_live(settings)
@@ -88,9 +89,10 @@ def test_unknown_scheduler_and_model_list_valid_names(svc: LiveService) -> None:
 
 def test_oversized_body_is_413(svc: LiveService) -> None:
     with svc.client() as c:
-        r = c.post("/v1/jobs", json={**GOOD, "negative_prompt": "y" * 70_000})
+        r = c.post("/v1/jobs", json={**GOOD, "image": "y" * 100_000})
         assert r.status_code == 413
         assert r.json()["error"]["type"] == "payload_too_large"
+        assert r.json()["error"]["limit"] == 96 * 1024  # the image routes' own limit
 
         def chunks() -> Any:
             for _ in range(100):

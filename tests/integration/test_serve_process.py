@@ -95,3 +95,48 @@ def test_api_and_worker_as_separate_processes_and_graceful_sigterm(
     finally:
         worker.stop()
         api.stop()
+
+
+def test_kill_9_of_the_worker_mid_workflow_resumes_at_its_step(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    env = {**ENV, "model": str(tiny_model_dir)}
+    api = ServeProcess(data_dir, port, command="api", **env)
+    worker = ServeProcess(data_dir, port, command="worker", **env)
+    replacement: ServeProcess | None = None
+    steps = [
+        {"prompt": "an empty room", "seed": 3, "num_inference_steps": 3},
+        {"task": "img2img", "prompt": "a room", "strength": 1.0, "num_inference_steps": 150},
+        {"task": "img2img", "prompt": "a lit room", "num_inference_steps": 4},
+    ]
+    try:
+        api.wait_ready()
+        with httpx.Client(base_url=api.url, timeout=30) as c:
+            wf_id = c.post("/v1/workflows", json={"steps": steps}).json()["id"]
+            deadline = time.monotonic() + 120
+            while True:
+                view = c.get(f"/v1/workflows/{wf_id}").json()
+                if view["steps"][1]["status"] == "running":
+                    break
+                assert time.monotonic() < deadline, view
+                time.sleep(0.05)
+            killed_at = time.time()
+            worker.kill()
+            replacement = ServeProcess(data_dir, port, command="worker", **env)
+            deadline = time.monotonic() + 300
+            while view["status"] == "running":
+                assert time.monotonic() < deadline, view
+                time.sleep(0.2)
+                view = c.get(f"/v1/workflows/{wf_id}").json()
+            jobs = [c.get(f"/v1/jobs/{s['job_id']}").json() for s in view["steps"]]
+        assert view["status"] == "succeeded", view
+        first, second, third = jobs
+        assert first["attempts"] == 1 and first["finished_at"] < killed_at  # not redone
+        assert second["started_at"] < killed_at < second["finished_at"]
+        assert second["attempts"] == 2  # it died alone: that attempt counts
+        assert third["started_at"] > killed_at
+    finally:
+        for proc in (replacement, worker, api):
+            if proc is not None:
+                proc.stop()

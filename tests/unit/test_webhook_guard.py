@@ -222,3 +222,35 @@ def test_validate_unresolvable_name_is_accepted() -> None:
     # DNS may be down at submit time; delivery re-checks (and retries) anyway.
     policy = AddressPolicy(resolver=fake_resolver({}))
     validate_callback_url("https://not-yet.example/x", policy)
+
+
+BROAD_V6 = ["::/0", "::ffff:0:0/96", "64:ff9b::/96", "2002::/16"]
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "::ffff:169.254.169.254",
+        "::ffff:a9fe:a9fe",
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::",
+        "::ffff:127.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:0a00:0001::",
+    ],
+)
+def test_broad_ipv6_allowlist_never_admits_embedded_private_ipv4(literal: str) -> None:
+    policy = AddressPolicy(BROAD_V6)
+    with pytest.raises(DestinationRefused):
+        policy.check_ip(literal)
+    with pytest.raises(InvalidRequest):
+        validate_callback_url(f"http://[{literal}]/hook", policy)
+
+
+def test_an_ipv4_entry_admits_its_address_in_any_spelling() -> None:
+    policy = AddressPolicy(["10.0.0.0/8"])
+    policy.check_ip("10.1.2.3")
+    policy.check_ip("::ffff:10.1.2.3")
+    policy.check_ip("64:ff9b::a01:203")
+    with pytest.raises(DestinationRefused):
+        policy.check_ip("::ffff:169.254.169.254")

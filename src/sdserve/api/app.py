@@ -6,19 +6,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
 from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
 from sdserve.api.errors import install_error_handlers
+from sdserve.api.openapi_doc import hoist_schemas
 from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
+from sdserve.api.routes_workflows import router as workflows_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
 from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
+# Routes that take input images get their own body limit (max_upload_bytes).
+UPLOAD_PATHS = frozenset({"/v1/generate", "/v1/jobs", "/v1/workflows"})
 
 
 def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
@@ -55,13 +60,32 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
+    _document_parsed_bodies(app)
     install_error_handlers(app)
     app.include_router(native_router)
     app.include_router(events_router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=services.settings.max_body_bytes)
+    app.include_router(workflows_router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=services.settings.max_body_bytes,
+        upload_bytes=services.settings.max_upload_bytes,
+        upload_paths=UPLOAD_PATHS,
+    )
     services.metrics.watch_queue(
         services.queue.stats,
         lambda: len(ready_workers(services.registry)),
     )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     return app
+
+
+def _document_parsed_bodies(app: FastAPI) -> None:
+    """Routes that parse JSON-or-multipart themselves document their body models."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hoist_schemas(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

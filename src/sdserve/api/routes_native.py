@@ -10,6 +10,8 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from sdserve.api.body import parse
+from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
 from sdserve.api.services import Services
 from sdserve.api.submit import get_job, submit, wait_for_terminal
@@ -46,11 +48,18 @@ class _JobFailed(SdserveError):
         self.type = err.type if err else "generation_failed"
 
 
-@router.post("/v1/generate", response_model=GenerateResponse, tags=["native"])
-async def generate(body: GenerateRequest, request: Request) -> dict[str, Any]:
-    """Generate images and wait for them (same queue as async jobs)."""
+@router.post(
+    "/v1/generate",
+    response_model=GenerateResponse,
+    tags=["native"],
+    openapi_extra=request_body_doc(GenerateRequest),
+)
+async def generate(request: Request) -> dict[str, Any]:
+    """Generate images and wait for them (same queue as async jobs). JSON (input images
+    as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
     services = services_of(request)
-    job, _ = await submit(services, body)
+    body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
+    job, _ = await submit(services, body, uploads=uploads)
     job = await wait_for_terminal(services, job.id, services.settings.sync_timeout_seconds)
     if job.status is JobStatus.canceled:
         raise JobCanceled(f"job {job.id} was canceled", job_id=job.id)
@@ -79,18 +88,29 @@ def _read_images(services: Services, ids: list[str]) -> list[bytes]:
     return out
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobView, tags=["native"])
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=JobView,
+    tags=["native"],
+    openapi_extra=request_body_doc(JobRequest),
+)
 async def create_job(
-    body: JobRequest,
     request: Request,
     response: Response,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    """Queue a job and return at once; poll it or pass ``callback_url``."""
+    """Queue a job and return at once; poll it or pass ``callback_url``. JSON or
+    multipart/form-data, as for /v1/generate."""
     services = services_of(request)
+    body, uploads = await parse(request, JobRequest, services.settings.max_upload_bytes)
     req = GenerateRequest.model_validate(body.model_dump(exclude={"callback_url"}))
     job, created = await submit(
-        services, req, callback_url=body.callback_url, idempotency_key=idempotency_key
+        services,
+        req,
+        uploads=uploads,
+        callback_url=body.callback_url,
+        idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:

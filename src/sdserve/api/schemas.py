@@ -41,6 +41,11 @@ class ProgressView(BaseModel):
     total: int
 
 
+class WorkflowRef(BaseModel):
+    id: str
+    step: int
+
+
 class JobView(BaseModel):
     id: str
     object: str
@@ -55,6 +60,7 @@ class JobView(BaseModel):
     parameters: dict[str, Any]
     result: ResultView | None
     error: ErrorView | None
+    workflow: WorkflowRef | None = None
     links: dict[str, str]
 
 

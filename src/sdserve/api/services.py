@@ -26,6 +26,12 @@ class Services:
     webhook_secret: str
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
+    @property
+    def task_models(self) -> dict[str, str]:
+        from sdserve.wiring import task_models
+
+        return task_models(self.settings, self.catalog)
+
     def close(self) -> None:
         self.wakeups.close()
         self.queue.close()

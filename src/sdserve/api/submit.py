@@ -2,26 +2,94 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from sdserve.api import inputs
+from sdserve.api.inputs import DecodedInput
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.domain import limits
-from sdserve.domain.errors import GenerationTimeout, InvalidRequest, NotFound
+from sdserve.domain.errors import FieldProblem, GenerationTimeout, InvalidRequest, NotFound
 from sdserve.domain.jobs import Job, NewJob
-from sdserve.domain.requests import GenerateRequest, JobSpec, request_fingerprint
-from sdserve.engine.catalog import Catalog
+from sdserve.domain.requests import (
+    GenerateRequest,
+    JobSpec,
+    Task,
+    request_fingerprint,
+    steps_run,
+    task_field_problems,
+)
+from sdserve.engine.base import ModelInfo
 
 
-def resolve_spec(req: GenerateRequest, catalog: Catalog, settings: Settings) -> JobSpec:
-    """Fill every default (model size, random seed) and apply deployment limits."""
-    info = catalog.get(req.model)
-    width = req.width or info.default_width
-    height = req.height or info.default_height
+@dataclass
+class Uploads:
+    """Multipart file parts by field name (JSON bodies carry base64 instead)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {k: hashlib.sha256(v).hexdigest() for k, v in sorted(self.files.items())}
+
+
+def model_for_task(req_model: str | None, task: Task, services: Services) -> ModelInfo:
+    """The requested model, or the deployment's default for the task; it must be able
+    to do the task."""
+    catalog = services.catalog
+    name = req_model or services.task_models.get(task.value)
+    if name is None and task is Task.upscale:
+        raise InvalidRequest.single(
+            "model", "no upscaler model is installed (put one in the models folder)"
+        )
+    info = catalog.get(name)
+    if task.value not in info.tasks:
+        raise InvalidRequest.single(
+            "model",
+            f"model {info.name!r} ({info.family}) cannot do {task.value}; "
+            f"it does: {', '.join(info.tasks)}",
+        )
+    return info
+
+
+def _floor8(side: int) -> int:
+    return side - side % limits.SIDE_MULTIPLE
+
+
+def output_size(
+    req: GenerateRequest, info: ModelInfo, input_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """txt2img: the request or the model's native size; img2img/inpaint: the request or
+    the input's size (down to a multiple of 8); upscale: the input times the factor."""
+    if req.task is Task.txt2img or input_size is None:
+        return req.width or info.default_width, req.height or info.default_height
+    in_w, in_h = (_floor8(s) for s in input_size)
+    if min(in_w, in_h) < limits.MIN_SIDE:
+        raise InvalidRequest.single(
+            "image",
+            f"input image is {input_size[0]}x{input_size[1]}; each side must be at least "
+            f"{limits.MIN_SIDE}",
+            limits.MIN_SIDE,
+        )
+    if req.task is Task.upscale:
+        return in_w * info.upscale_factor, in_h * info.upscale_factor
+    return req.width or in_w, req.height or in_h
+
+
+def resolve_spec(
+    req: GenerateRequest,
+    info: ModelInfo,
+    settings: Settings,
+    input_size: tuple[int, int] | None = None,
+) -> JobSpec:
+    """Fill every default (model size, random seed, task parameters) and apply the
+    deployment's limits. Input ids are filled in by the caller."""
+    width, height = output_size(req, info, input_size)
     if width * height > settings.max_pixels:
         raise InvalidRequest.single(
             "width",
@@ -29,8 +97,28 @@ def resolve_spec(req: GenerateRequest, catalog: Catalog, settings: Settings) -> 
             f"{settings.max_pixels} pixels",
             settings.max_pixels,
         )
+    strength = req.strength
+    if strength is None and req.task in (Task.img2img, Task.inpaint):
+        strength = (
+            limits.DEFAULT_IMG2IMG_STRENGTH
+            if req.task is Task.img2img
+            else limits.DEFAULT_INPAINT_STRENGTH
+        )
+    if strength is not None and steps_run(req.num_inference_steps, strength) < 1:
+        raise InvalidRequest.single(
+            "strength",
+            f"strength {strength} x {req.num_inference_steps} steps runs no denoising step; "
+            "raise strength or num_inference_steps",
+        )
+    noise_level = req.noise_level
+    if req.task is Task.upscale and info.family == "upscaler" and noise_level is None:
+        noise_level = limits.DEFAULT_NOISE_LEVEL
+    if noise_level is not None and info.family != "upscaler":
+        raise InvalidRequest.single("noise_level", f"model {info.name!r} takes no noise_level")
+    inpaint = req.task is Task.inpaint
     seed = req.seed if req.seed is not None else secrets.randbelow(limits.MAX_SEED + 1)
     return JobSpec(
+        task=req.task,
         prompt=req.prompt,
         negative_prompt=req.negative_prompt,
         width=width,
@@ -43,27 +131,77 @@ def resolve_spec(req: GenerateRequest, catalog: Catalog, settings: Settings) -> 
         model=info.name,
         priority=req.priority,
         output_format=req.output_format,
+        strength=strength,
+        mask_blur=(req.mask_blur if req.mask_blur is not None else limits.DEFAULT_MASK_BLUR)
+        if inpaint
+        else None,
+        keep_unmasked=(req.keep_unmasked if req.keep_unmasked is not None else True)
+        if inpaint
+        else None,
+        noise_level=noise_level,
     )
+
+
+def check_task_fields(req: GenerateRequest, image_given: bool = False) -> None:
+    problems: list[FieldProblem] = task_field_problems(req, image_given)
+    if problems:
+        raise InvalidRequest(problems)
+
+
+async def decode_inputs(
+    services: Services, req: GenerateRequest, uploads: Uploads
+) -> tuple[DecodedInput | None, DecodedInput | None]:
+    max_bytes = services.settings.max_input_bytes
+    raw_image = inputs.raw_input(
+        "image", req.image, req.image_id, uploads.files.get("image"), max_bytes
+    )
+    raw_mask = inputs.raw_input("mask", req.mask, req.mask_id, uploads.files.get("mask"), max_bytes)
+    image = await inputs.decode(services, raw_image) if raw_image else None
+    mask = None
+    if raw_mask is not None and image is not None:
+        mask = await inputs.decode(services, raw_mask, mask_size=image.size)
+    return image, mask
+
+
+async def prepare(
+    services: Services, req: GenerateRequest, uploads: Uploads | None = None
+) -> tuple[JobSpec, list[DecodedInput]]:
+    """Validate and resolve a request into its JobSpec; the decoded inputs still need
+    ``inputs.persist`` before the job is enqueued."""
+    uploads = uploads or Uploads()
+    for name in uploads.files:
+        if name not in ("image", "mask"):
+            raise InvalidRequest.single(name, "unexpected file part (only image and mask)")
+    # A file part stands in for the base64 field of the same name.
+    with_uploads = req.model_copy(
+        update={k: "<upload>" for k in uploads.files if getattr(req, k) is None}
+    )
+    check_task_fields(with_uploads)
+    info = model_for_task(req.model, req.task, services)
+    image, mask = await decode_inputs(services, req, uploads)
+    spec = resolve_spec(req, info, services.settings, image.size if image else None)
+    spec = spec.model_copy(
+        update={"image": image.id if image else None, "mask": mask.id if mask else None}
+    )
+    return spec, [d for d in (image, mask) if d is not None]
 
 
 async def submit(
     services: Services,
     req: GenerateRequest,
     *,
+    uploads: Uploads | None = None,
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None = None,
 ) -> tuple[Job, bool]:
-    spec = resolve_spec(req, services.catalog, services.settings)
-    if callback_url is not None:
-        from sdserve.webhooks.guard import validate_callback_url
-
-        # Resolving the host is blocking I/O: keep it off the event loop.
-        await run_in_threadpool(validate_callback_url, callback_url, services.webhook_policy)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
-        raise InvalidRequest.single("Idempotency-Key", "must be 1 to 255 characters", 255)
+    spec, decoded = await prepare(services, req, uploads)
+    await check_callback(services, callback_url)
+    check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
     body["callback_url"] = callback_url
+    if uploads is not None:
+        body["uploads"] = uploads.fingerprint()
     new = NewJob(
         spec=spec,
         callback_url=callback_url,
@@ -72,11 +210,25 @@ async def submit(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
+    await inputs.persist(services, decoded)
     job, created = await run_in_threadpool(services.queue.enqueue, new)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
     return job, created
+
+
+async def check_callback(services: Services, callback_url: str | None) -> None:
+    if callback_url is not None:
+        from sdserve.webhooks.guard import validate_callback_url
+
+        # Resolving the host is blocking I/O: keep it off the event loop.
+        await run_in_threadpool(validate_callback_url, callback_url, services.webhook_policy)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest.single("Idempotency-Key", "must be 1 to 255 characters", 255)
 
 
 async def get_job(services: Services, job_id: str) -> Job:

@@ -114,6 +114,23 @@ class RateLimited(SdserveError):
     retryable = True
 
 
+class ContentPolicyViolation(SdserveError):
+    """A prompt refused by the content policy; details carry ``approved``,
+    ``confidence``, ``categories`` (score per category) and ``reason``."""
+
+    type = "content_policy_violation"
+    status = 400
+
+
+class ModerationUnavailable(SdserveError):
+    """The moderation check could not run (service down, timeout) and the deployment
+    fails closed: the prompt is neither approved nor refused, so retry later."""
+
+    type = "moderation_unavailable"
+    status = 503
+    retryable = True
+
+
 # --- errors raised while a job runs (stored on the job, not HTTP responses) ---
 
 
@@ -144,6 +161,13 @@ class UnsafeWeights(ModelLoadError):
 class JobCanceled(SdserveError):
     type = "canceled"
     status = 409
+
+
+class CorruptInput(SdserveError):
+    """A stored input image (written at submit) no longer reads back; retrying won't help."""
+
+    type = "corrupt_input"
+    status = 500
 
 
 class LeaseExpired(SdserveError):

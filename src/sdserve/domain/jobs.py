@@ -123,6 +123,9 @@ class Job(BaseModel):
             "parameters": self.spec.public(),
             "result": result,
             "error": self.error.model_dump() if self.error else None,
+            "workflow": {"id": self.workflow_id, "step": self.workflow_step}
+            if self.workflow_id
+            else None,
             "links": {"self": f"{base_url}/v1/jobs/{self.id}"},
         }
 

@@ -25,6 +25,7 @@ DEFAULT_MASK_BLUR = 4
 # The SD x4 upscaler's own ceiling (its max_noise_level) and its usual default.
 MAX_NOISE_LEVEL = 350
 DEFAULT_NOISE_LEVEL = 20
+MAX_WORKFLOW_STEPS = 8
 
 # Names only: the engine maps each to a diffusers scheduler class (engine/schedulers.py);
 # a test keeps the two in step.

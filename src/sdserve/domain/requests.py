@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sdserve.domain import limits
+from sdserve.domain.errors import FieldProblem
 
 
 class Priority(StrEnum):
@@ -69,7 +70,8 @@ def _side_ok(value: int | None, name: str) -> int | None:
 class GenerateRequest(BaseModel):
     """What a client asks for. Optional fields are resolved into a JobSpec at the edge."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # NaN/inf are refused as "not a finite number" before any range check.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
     prompt: str = Field(min_length=1, max_length=limits.MAX_PROMPT_CHARS)
     negative_prompt: str = Field(default="", max_length=limits.MAX_PROMPT_CHARS)
@@ -87,6 +89,18 @@ class GenerateRequest(BaseModel):
     model: str | None = None
     priority: Priority = Priority.normal
     output_format: OutputFormat = OutputFormat.png
+    # --- editing (img2img, inpaint, upscale) ---
+    task: Task = Task.txt2img
+    # The input image: base64 (or a data: URL) here, or a file part in multipart, or
+    # ``image_id`` naming an image the service already has (an earlier output).
+    image: str | None = Field(default=None, repr=False)
+    image_id: str | None = Field(default=None, max_length=64)
+    mask: str | None = Field(default=None, repr=False)  # inpaint: white = repaint
+    mask_id: str | None = Field(default=None, max_length=64)
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    mask_blur: int | None = Field(default=None, ge=0, le=limits.MAX_MASK_BLUR)
+    keep_unmasked: bool | None = None
+    noise_level: int | None = Field(default=None, ge=0, le=limits.MAX_NOISE_LEVEL)
 
     @field_validator("width")
     @classmethod
@@ -172,6 +186,46 @@ class JobSpec(BaseModel):
         return out
 
 
+_TASK_ONLY: dict[str, tuple[Task, ...]] = {
+    "strength": (Task.img2img, Task.inpaint),
+    "mask_blur": (Task.inpaint,),
+    "keep_unmasked": (Task.inpaint,),
+    "noise_level": (Task.upscale,),
+}
+
+
+def task_field_problems(req: GenerateRequest, image_given: bool = False) -> list[FieldProblem]:
+    """Which inputs a task needs and which parameters only apply to other tasks.
+    ``image_given``: the input image arrives by another way (a workflow's chain)."""
+    out: list[FieldProblem] = []
+    has_image = image_given or req.image is not None or req.image_id is not None
+    has_mask = req.mask is not None or req.mask_id is not None
+    if req.image is not None and req.image_id is not None:
+        out.append(FieldProblem("image", "give either image or image_id, not both"))
+    if req.mask is not None and req.mask_id is not None:
+        out.append(FieldProblem("mask", "give either mask or mask_id, not both"))
+    if req.task.needs_image and not has_image:
+        msg = f"task {req.task.value} needs an input image (image or image_id)"
+        out.append(FieldProblem("image", msg))
+    if not req.task.needs_image and (req.image is not None or req.image_id is not None):
+        out.append(FieldProblem("image", "only applies to img2img, inpaint and upscale"))
+    if req.task is Task.inpaint and not has_mask:
+        msg = "task inpaint needs a mask (mask or mask_id; white = repaint)"
+        out.append(FieldProblem("mask", msg))
+    if req.task is not Task.inpaint and has_mask:
+        out.append(FieldProblem("mask", "only applies to inpaint"))
+    for name, tasks in _TASK_ONLY.items():
+        if getattr(req, name) is not None and req.task not in tasks:
+            which = " and ".join(t.value for t in tasks)
+            out.append(FieldProblem(name, f"only applies to {which}"))
+    if req.task is Task.upscale:
+        for name in ("width", "height"):
+            if getattr(req, name) is not None:
+                msg = "an upscale's size follows from its input and the upscaler's factor"
+                out.append(FieldProblem(name, msg))
+    return out
+
+
 def image_seeds(seed: int, count: int) -> list[int]:
     """Image i of a request with seed s uses s+i (wrapping at 2**32)."""
     return [(seed + i) % (limits.MAX_SEED + 1) for i in range(count)]
@@ -186,4 +240,29 @@ def request_fingerprint(body: dict[str, Any]) -> str:
 class JobRequest(GenerateRequest):
     """POST /v1/jobs: a generation request plus where to report the outcome."""
 
+    callback_url: str | None = Field(default=None, max_length=2048)
+
+
+class StepSource(StrEnum):
+    previous = "previous"
+    original = "original"
+
+
+class WorkflowStepRequest(GenerateRequest):
+    """One step of POST /v1/workflows: a generation request whose input image may come
+    from the step before (``input: "previous"``, the default after the first step) or
+    from the workflow's own image (``"original"``, the default for a first editing
+    step); a step may also bring its own ``image``/``image_id``. The workflow's
+    priority applies to every step."""
+
+    input: StepSource | None = None
+
+
+class WorkflowRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    steps: list[WorkflowStepRequest] = Field(min_length=1, max_length=limits.MAX_WORKFLOW_STEPS)
+    image: str | None = Field(default=None, repr=False)
+    image_id: str | None = Field(default=None, max_length=64)
+    priority: Priority = Priority.normal
     callback_url: str | None = Field(default=None, max_length=2048)

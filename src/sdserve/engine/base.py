@@ -8,6 +8,8 @@ from typing import Protocol
 
 from PIL import Image
 
+from sdserve.domain.limits import SCHEDULER_NAMES
+
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -76,6 +78,10 @@ FAMILY_TASKS: dict[str, tuple[str, ...]] = {
     "latent-upscaler": ("upscale",),  # StableDiffusionLatentUpscalePipeline, x2
 }
 UPSCALE_FACTOR = {"upscaler": 4, "latent-upscaler": 2}
+# The latent upscaler's loop reads the scheduler's sigmas and steps it without a
+# generator, so only the deterministic sigma-based Euler it ships with fits; every
+# other family takes any scheduler of limits.SCHEDULER_NAMES.
+FAMILY_SCHEDULERS: dict[str, tuple[str, ...]] = {"latent-upscaler": ("euler",)}
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,11 @@ class ModelInfo:
         """Output side / input side for upscalers (1 for every other family)."""
         return UPSCALE_FACTOR.get(self.family, 1)
 
+    @property
+    def schedulers(self) -> tuple[str, ...]:
+        """Scheduler names this model accepts (a request for another is refused)."""
+        return FAMILY_SCHEDULERS.get(self.family, SCHEDULER_NAMES)
+
 
 class GenerationEngine(Protocol):
     def load(self) -> None:
@@ -113,6 +124,8 @@ class GenerationEngine(Protocol):
 
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
         """Run one batch. Image ``k`` of item ``i`` must depend only on the item's
-        prompts, its seed ``seeds[k]`` and the shared parameters, never on the rest of
-        the batch. Raises OutOfMemory (worker splits and retries) or GenerationFailed."""
+        prompts, input image and mask, its seed ``seeds[k]`` and the shared
+        parameters, never on the rest of the batch. Raises InvalidRequest (a task,
+        scheduler or parameter the model cannot take), OutOfMemory (worker splits and
+        retries) or GenerationFailed."""
         ...

@@ -16,7 +16,29 @@ from sdserve.domain.errors import InvalidRequest, UnsafeWeights
 from sdserve.engine.base import ModelInfo
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
-_FAMILY_SIZE = {"sd1": 512, "sd2": 768, "sdxl": 1024, "unknown": 512}
+# Native (default) sizes when the configs do not say. For upscalers this is the
+# *output* size of their usual input: x4 from 128, x2 from 512.
+_FAMILY_SIZE = {
+    "sd1": 512,
+    "sd2": 768,
+    "sdxl": 1024,
+    "unknown": 512,
+    "inpaint": 512,
+    "upscaler": 512,
+    "latent-upscaler": 1024,
+}
+# model_index.json pipeline classes that fix the family outright.
+_CLASS_FAMILY = {
+    "StableDiffusionInpaintPipeline": "inpaint",
+    "StableDiffusionXLInpaintPipeline": "inpaint",
+    "StableDiffusionUpscalePipeline": "upscaler",
+    "StableDiffusionLatentUpscalePipeline": "latent-upscaler",
+}
+# Input channels of the UNet's first convolution: 9 = latents + mask + masked image
+# (inpainting), 7 = latents + low-res RGB (x4 upscaler).
+_IN_CHANNELS_FAMILY = {9: "inpaint", 7: "upscaler"}
+# The first UNet convolution in original-format (single-file) checkpoints.
+_SINGLE_FILE_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 
 
 def refuse_pickle(source: str) -> None:
@@ -59,11 +81,38 @@ def _read_json(path: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+def folder_is_xl(folder: Path) -> bool:
+    """An SDXL-architecture diffusers folder (txt2img or inpainting)."""
+    cls = str(_read_json(folder / "model_index.json").get("_class_name", ""))
+    return "XL" in cls or (folder / "text_encoder_2").is_dir()
+
+
+def _folder_family(folder: Path, cls: str) -> str:
+    family = _CLASS_FAMILY.get(cls)
+    if family is not None:
+        return family
+    unet_cfg = folder / "unet" / "config.json"
+    in_channels = _read_json(unet_cfg).get("in_channels") if unet_cfg.exists() else None
+    if isinstance(in_channels, int) and in_channels in _IN_CHANNELS_FAMILY:
+        return _IN_CHANNELS_FAMILY[in_channels]
+    if "XL" in cls:
+        return "sdxl"
+    te_cfg = folder / "text_encoder" / "config.json"
+    if te_cfg.exists() and _read_json(te_cfg).get("hidden_size") == 1024:
+        return "sd2"
+    return "sd1"
+
+
 def describe_folder(name: str, folder: Path) -> ModelInfo:
-    """A diffusers folder (model_index.json): family and native size from its configs."""
+    """A diffusers folder (model_index.json): family and native size from its configs.
+
+    Family: the pipeline class when it names a task (inpainting, x4 / latent x2
+    upscaler), else the UNet's input channels (9 = inpainting, 7 = x4 upscaler), else
+    SDXL by class, SD2 by a 1024-wide text encoder, else SD1. Size: the UNet's
+    ``sample_size`` times the VAE's downsampling, which for upscalers is their output.
+    """
     index = _read_json(folder / "model_index.json")
-    cls = str(index.get("_class_name", ""))
-    family = "sdxl" if "XL" in cls else "sd1"
+    family = _folder_family(folder, str(index.get("_class_name", "")))
     size = _FAMILY_SIZE[family]
     unet_cfg = folder / "unet" / "config.json"
     vae_cfg = folder / "vae" / "config.json"
@@ -72,33 +121,46 @@ def describe_folder(name: str, folder: Path) -> ModelInfo:
         blocks = _read_json(vae_cfg).get("block_out_channels") or [0]
         if isinstance(sample, int) and isinstance(blocks, list):
             size = sample * 2 ** (len(blocks) - 1)
-    te_cfg = folder / "text_encoder" / "config.json"
-    if family == "sd1" and te_cfg.exists() and _read_json(te_cfg).get("hidden_size") == 1024:
-        family = "sd2"
     return ModelInfo(
         name, str(folder), family, size, size, default_scheduler=native_scheduler(folder)
     )
 
 
-def safetensors_keys(path: Path) -> list[str]:
-    """Tensor names from a .safetensors header (8-byte length + JSON), no torch."""
+def safetensors_header(path: Path) -> dict[str, dict[str, object]]:
+    """Tensor name -> {dtype, shape, data_offsets} from a .safetensors header
+    (8-byte length + JSON), without torch and without reading the tensors."""
     with path.open("rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         if length > 100_000_000:
             raise UnsafeWeights(f"{path.name}: implausible safetensors header")
         header = json.loads(fh.read(length))
-    return [k for k in header if k != "__metadata__"]
+    return {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+def safetensors_keys(path: Path) -> list[str]:
+    return list(safetensors_header(path))
+
+
+def checkpoint_arch(header: dict[str, dict[str, object]]) -> str:
+    """sd1 / sd2 / sdxl from original-format tensor names."""
+    if any(k.startswith("conditioner.embedders.1") for k in header):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in header):
+        return "sd2"
+    return "sd1"
 
 
 def describe_checkpoint(name: str, path: Path) -> ModelInfo:
-    keys = safetensors_keys(path)
-    if any(k.startswith("conditioner.embedders.1") for k in keys):
-        family = "sdxl"
-    elif any(k.startswith("cond_stage_model.model.") for k in keys):
-        family = "sd2"
-    else:
-        family = "sd1"
+    """A single-file checkpoint: architecture from tensor names, inpainting / x4
+    upscaler from the input channels of the first UNet convolution."""
+    header = safetensors_header(path)
+    family = checkpoint_arch(header)
+    shape = header.get(_SINGLE_FILE_CONV_IN, {}).get("shape")
+    if isinstance(shape, list) and len(shape) == 4 and shape[1] in _IN_CHANNELS_FAMILY:
+        family = _IN_CHANNELS_FAMILY[shape[1]]
     size = _FAMILY_SIZE[family]
+    if family == "inpaint" and checkpoint_arch(header) == "sdxl":
+        size = _FAMILY_SIZE["sdxl"]
     return ModelInfo(name, str(path), family, size, size)
 
 

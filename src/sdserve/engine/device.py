@@ -84,8 +84,35 @@ def apply_optimisations(pipe: Any, settings: Settings, device: torch.device) -> 
     if settings.torch_compile:
         # Compile only the UNet: it is where the time goes, and compiling the rest
         # costs start-up time for little gain. The caller warms it up before ready.
-        pipe.unet = torch.compile(pipe.unet)
+        compiled = torch.compile(pipe.unet)
+        _contiguous_sample(compiled)
+        pipe.unet = compiled
     return pipe
+
+
+def _contiguous_sample(compiled: Any) -> None:
+    """Hand the compiled UNet contiguous latents. img2img/inpaint latents come out of
+    the VAE encoder channels-last; a compiled module guards on its inputs' strides, so
+    the first editing request would otherwise recompile (minutes with inductor) after
+    the txt2img warm-up. ``forward`` is the OptimizedModule's own (an instance
+    attribute): this runs outside the compiled region, so no guard sees the strides."""
+    inner = compiled.forward
+
+    def forward(sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return inner(sample.contiguous(), *args, **kwargs)
+
+    compiled.forward = forward
+
+
+def share_placement(pipe: Any, settings: Settings) -> None:
+    """Placement for a pipeline built with ``from_pipe`` around components that
+    ``apply_optimisations`` already placed. Devices, slicing and a compiled UNet live on
+    the shared modules and carry over; model CPU offload is per pipeline (its hooks
+    chain the pipeline's own components), so the new pipeline installs its own. Each
+    offloaded pipeline re-installs its hooks at the end of every call, so the two never
+    leave a module stranded on the wrong device."""
+    if settings.cpu_offload and pick_device(settings.device).type == "cuda":
+        pipe.enable_model_cpu_offload(device=pick_device(settings.device))
 
 
 def execution_device(pipe: Any) -> torch.device:

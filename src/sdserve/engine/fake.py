@@ -3,6 +3,12 @@
 Images are deterministic gradients derived from (prompt, negative prompt, seed, size),
 so "same request + seed gives the same image, batched or not" holds by construction
 and tests can compare bytes. ``on_step`` and cancellation behave as in DiffusersEngine.
+
+Editing tasks follow the real engine's rules on the same inputs: img2img mixes the
+input with the gradient by ``strength``; inpaint does the same, then keeps the pixels
+outside the (blurred) mask exactly (engine/editing.py) unless ``keep_unmasked`` is
+off; upscale resizes the input to the output size. Progress counts the steps that
+``strength`` leaves, as diffusers does.
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ from dataclasses import replace
 from PIL import Image
 
 from sdserve.domain.errors import InvalidRequest
-from sdserve.engine.base import BatchOutput, BatchRequest, ItemOutput, ModelInfo, StepCallback
+from sdserve.domain.requests import steps_run
+from sdserve.engine.base import (
+    BatchItem,
+    BatchOutput,
+    BatchRequest,
+    ItemOutput,
+    ModelInfo,
+    StepCallback,
+)
+from sdserve.engine.editing import blur_mask, conform, keep_unmasked
 
 FAKE_MAX_TOKENS = 77
 
@@ -74,15 +89,24 @@ class FakeEngine:
         return [replace(m, loaded=self._ready) for m in self._models]
 
     def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
-        if not self._any_model and request.model not in {m.name for m in self._models}:
-            raise InvalidRequest.single("model", f"unknown model {request.model!r}")
+        if not self._any_model:
+            info = next((m for m in self._models if m.name == request.model), None)
+            if info is None:
+                raise InvalidRequest.single("model", f"unknown model {request.model!r}")
+            if request.task not in info.tasks:
+                raise InvalidRequest.single(
+                    "task",
+                    f"model {info.name!r} cannot {request.task}; it can: " + ", ".join(info.tasks),
+                )
         self.calls.append(request)
         self._use(request.model)
         if self.fail_with is not None:
             raise self.fail_with
+        _check_inputs(request)
         job_ids = {it.job_id for it in request.items}
         canceled: set[str] = set()
-        total = request.num_inference_steps
+        editing = request.task in ("img2img", "inpaint")
+        total = steps_run(request.num_inference_steps, request.strength if editing else None)
         for step in range(1, total + 1):
             if self.step_delay:
                 time.sleep(self.step_delay)
@@ -93,13 +117,31 @@ class FakeEngine:
         for it in request.items:
             if it.job_id in canceled:
                 continue
-            images = [
-                fake_image(it.prompt, it.negative_prompt, s, request.width, request.height)
-                for s in it.seeds
-            ]
+            images = [_edit(request, it, s) for s in it.seeds]
             warnings = []
             # Same rule as the real engine, with words standing in for tokens.
             if len(it.prompt.split()) + 2 > FAKE_MAX_TOKENS:
                 warnings.append(f"prompt truncated to {FAKE_MAX_TOKENS} tokens")
             out[it.job_id] = ItemOutput(it.job_id, images, warnings)
         return BatchOutput(items=out, canceled=canceled)
+
+
+def _check_inputs(req: BatchRequest) -> None:
+    if req.task != "txt2img" and any(it.image is None for it in req.items):
+        raise InvalidRequest.single("image", f"{req.task} needs an input image")
+    if req.task == "inpaint" and any(it.mask is None for it in req.items):
+        raise InvalidRequest.single("mask", "inpaint needs a mask (white = repaint)")
+
+
+def _edit(req: BatchRequest, it: BatchItem, seed: int) -> Image.Image:
+    size = (req.width, req.height)
+    if req.task == "upscale" and it.image is not None:
+        return it.image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+    made = fake_image(it.prompt, it.negative_prompt, seed, req.width, req.height)
+    if req.task == "txt2img" or it.image is None:
+        return made
+    original = conform(it.image, size)
+    raw = Image.blend(original, made, req.strength)
+    if req.task == "inpaint" and req.keep_unmasked and it.mask is not None:
+        return keep_unmasked(raw, original, blur_mask(conform(it.mask, size, "L"), req.mask_blur))
+    return raw

@@ -7,6 +7,7 @@ The diffusers safety checker is never loaded; image safety is its own layer.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,13 @@ from typing import Any
 from sdserve.config import Settings
 from sdserve.domain.errors import ModelLoadError, UnsafeWeights
 from sdserve.engine.base import ModelInfo
-from sdserve.engine.catalog import PICKLE_SUFFIXES, refuse_pickle
+from sdserve.engine.catalog import (
+    PICKLE_SUFFIXES,
+    checkpoint_arch,
+    folder_is_xl,
+    refuse_pickle,
+    safetensors_header,
+)
 from sdserve.engine.device import placement
 
 log = logging.getLogger(__name__)
@@ -29,18 +36,49 @@ _NO_SAFETY: dict[str, Any] = {
 _WEIGHTLESS = {"tokenizer", "tokenizer_2", "scheduler", "safety_checker", "feature_extractor"}
 
 
-def pipeline_class(family: str) -> Any:
-    from diffusers import (
-        AutoPipelineForText2Image,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-    )
+def pipeline_class(family: str, xl: bool = False) -> Any:
+    """The pipeline a family loads as; ``xl`` picks the SDXL inpainting pipeline.
+
+    Text-to-image families load their txt2img pipeline; img2img and inpainting
+    pipelines are derived from it on demand (engine/tasks.py, sharing the weights).
+    """
+    import diffusers
 
     if family == "sdxl":
-        return StableDiffusionXLPipeline
+        return diffusers.StableDiffusionXLPipeline
     if family == "unknown":  # a hub id: let its model_index.json decide
-        return AutoPipelineForText2Image
-    return StableDiffusionPipeline
+        return diffusers.AutoPipelineForText2Image
+    if family == "inpaint":
+        return (
+            diffusers.StableDiffusionXLInpaintPipeline
+            if xl
+            else diffusers.StableDiffusionInpaintPipeline
+        )
+    if family == "upscaler":
+        return diffusers.StableDiffusionUpscalePipeline
+    if family == "latent-upscaler":
+        return diffusers.StableDiffusionLatentUpscalePipeline
+    return diffusers.StableDiffusionPipeline
+
+
+def _is_xl(info: ModelInfo) -> bool:
+    """Whether an inpainting checkpoint has the SDXL architecture (read from its
+    configs or tensor names; hub ids are assumed SD)."""
+    path = Path(info.source)
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return folder_is_xl(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return checkpoint_arch(safetensors_header(path)) == "sdxl"
+    return False
+
+
+def _init_kwargs(cls: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less the ones ``cls`` does not take (upscalers have no
+    ``requires_safety_checker``); auto pipelines pass everything on."""
+    if cls.__name__.startswith("AutoPipeline"):
+        return kwargs
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in kwargs.items() if k in params or k == "dtype"}
 
 
 def check_folder_weights(folder: Path) -> None:
@@ -67,7 +105,8 @@ def find_single_file_config(checkpoint: Path, family: str, settings: Settings) -
     """A local diffusers config folder for a single-file checkpoint, if one exists.
 
     Looked for, in order: ``<stem>.config/`` beside the checkpoint, then
-    ``<models_dir>/configs/<family>/`` (sd1, sd2, sdxl). Configs only, no weights.
+    ``<models_dir>/configs/<family>/`` (sd1, sd2, sdxl, inpaint, upscaler,
+    latent-upscaler). Configs only, no weights.
     """
     candidates = [
         checkpoint.with_name(checkpoint.stem + ".config"),
@@ -94,7 +133,7 @@ def _from_folder(cls: Any, folder: Path, kwargs: dict[str, Any]) -> Any:
 def _from_single_file(
     cls: Any, info: ModelInfo, path: Path, settings: Settings, kwargs: dict[str, Any]
 ) -> Any:
-    family = info.family if info.family in ("sd1", "sd2", "sdxl") else "sd1"
+    family = info.family if info.family != "unknown" else "sd1"
     config = find_single_file_config(path, family, settings)
     if config is None and not settings.allow_hub_downloads:
         raise ModelLoadError(
@@ -126,10 +165,11 @@ def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
     """Build the pipeline for ``info`` with Settings' dtype (not yet moved to a device)."""
     refuse_pickle(info.source)
     _quiet_loading()
-    cls = pipeline_class(info.family)
+    cls = pipeline_class(info.family, xl=info.family == "inpaint" and _is_xl(info))
     kwargs: dict[str, Any] = {"dtype": placement(settings).dtype}
     if info.family != "sdxl":
         kwargs.update(_NO_SAFETY)
+    kwargs = _init_kwargs(cls, kwargs)
     path = Path(info.source)
     if path.is_dir():
         if not (path / "model_index.json").is_file():

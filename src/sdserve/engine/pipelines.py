@@ -1,15 +1,26 @@
 """DiffusersEngine: the real GenerationEngine on diffusers pipelines.
 
-Batch invariance (image k of a job depends only on its prompts, seeds[k] and the
-shared parameters) rests on three choices made here:
+Batch invariance (image k of a job depends only on its prompts, seeds[k], its input
+images and the shared parameters) rests on three choices made here:
 
 - one torch.Generator per *image*, seeded with that image's seed, so the initial
-  latents and any ancestral-sampler noise of a row never depend on other rows;
+  latents, the VAE-encode sample of its input image and any ancestral-sampler noise
+  of a row never depend on other rows (diffusers encodes input images one row at a
+  time when given a list of generators);
 - prompts are encoded one distinct prompt at a time (batch of 1) and the embeddings
   repeated per image, so the text encoder never sees a batch whose size could change
   its numerics, and a prompt repeated over N images is encoded once;
 - the scheduler is rebuilt from the model's original config for every batch, so no
   state or override carries over from the previous request.
+
+Tasks: txt2img, img2img and inpaint run on the model's pipeline or one derived from it
+with ``from_pipe`` (engine/tasks.py); upscale runs tiled (engine/upscale.py). Inpaint
+masks and the rule for pixels outside them are in engine/editing.py.
+
+Progress: ``on_step(step, total)`` counts denoising *steps* as diffusers' progress bar
+does (a second-order scheduler's two UNet calls are one step); for img2img/inpaint
+``total`` is the steps that ``strength`` leaves (domain.requests.steps_run), for a
+tiled upscale it is tiles x steps.
 
 Cancellation: ``on_step`` runs after every denoising step. When it names jobs of the
 batch they are recorded as canceled and their outputs discarded; their rows keep being
@@ -24,13 +35,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
+from PIL import Image
 
 from sdserve.config import Settings
-from sdserve.domain.errors import GenerationFailed, OutOfMemory, SdserveError
+from sdserve.domain.errors import GenerationFailed, InvalidRequest, OutOfMemory, SdserveError
+from sdserve.domain.requests import steps_run
 from sdserve.engine.base import (
     BatchItem,
     BatchOutput,
@@ -48,23 +61,18 @@ from sdserve.engine.device import (
     make_batch_invariant,
     pick_device,
 )
+from sdserve.engine.editing import blur_mask, conform, keep_unmasked
 from sdserve.engine.loader import load_pipeline
 from sdserve.engine.schedulers import make_scheduler
+from sdserve.engine.tasks import AllCanceled, LoadedModel, Progress, task_pipeline
+from sdserve.engine.upscale import is_latent_upscaler, run_upscale
 
 log = logging.getLogger(__name__)
 
 _CPU_OOM_MARKERS = ("can't allocate memory", "not enough memory", "out of memory")
+_EDITING = ("img2img", "inpaint", "upscale")
 
-
-class _AllCanceled(Exception):
-    """Raised from the step callback to leave the denoising loop at once."""
-
-
-@dataclass
-class LoadedModel:
-    info: ModelInfo
-    pipe: Any
-    scheduler_config: dict[str, Any]  # the model's own, before any per-request switch
+__all__ = ["DiffusersEngine", "LoadedModel"]
 
 
 def truncation_warnings(pipe: Any, item: BatchItem) -> list[str]:
@@ -82,24 +90,38 @@ def truncation_warnings(pipe: Any, item: BatchItem) -> list[str]:
     return out
 
 
-def _encode(pipe: Any, item: BatchItem, device: torch.device, cfg: bool) -> dict[str, Any]:
-    """Embeddings of one item's prompts as pipeline kwargs, each with batch size 1."""
+def _encode(
+    pipe: Any, prompt: str, negative: str, device: torch.device, cfg: bool
+) -> dict[str, Any]:
+    """Embeddings of one prompt pair as pipeline kwargs, each with batch size 1."""
     if hasattr(pipe, "tokenizer_2"):  # SDXL: two encoders and pooled embeddings
         pe, npe, pooled, npooled = pipe.encode_prompt(
-            prompt=item.prompt,
+            prompt=prompt,
             device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=cfg,
-            negative_prompt=item.negative_prompt or None,
+            negative_prompt=negative or None,
         )
         out = {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
         if cfg:
             out |= {"negative_prompt_embeds": npe, "negative_pooled_prompt_embeds": npooled}
         return out
-    pe, npe = pipe.encode_prompt(
-        item.prompt, device, 1, cfg, negative_prompt=item.negative_prompt or None
-    )
+    if is_latent_upscaler(pipe):  # one encoder, hidden states plus pooled output
+        pe, npe, pooled, npooled = pipe.encode_prompt(prompt, device, cfg, negative or None)
+        out = {"prompt_embeds": pe, "pooled_prompt_embeds": pooled}
+        if cfg:
+            out |= {"negative_prompt_embeds": npe, "negative_pooled_prompt_embeds": npooled}
+        return out
+    pe, npe = pipe.encode_prompt(prompt, device, 1, cfg, negative_prompt=negative or None)
     return {"prompt_embeds": pe, "negative_prompt_embeds": npe} if cfg else {"prompt_embeds": pe}
+
+
+def _uses_cfg(pipe: Any, task: str, guidance_scale: float) -> bool:
+    """Whether the pipeline will run classifier-free guidance (and so needs negative
+    embeddings): SD pipelines skip it for guidance-distilled (LCM) UNets."""
+    if task == "upscale":
+        return guidance_scale > 1
+    return guidance_scale > 1 and pipe.unet.config.get("time_cond_proj_dim") is None
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -109,6 +131,41 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (RuntimeError, MemoryError)) and (
         isinstance(exc, MemoryError) or any(m in text for m in _CPU_OOM_MARKERS)
     )
+
+
+def check_request(info: ModelInfo, req: BatchRequest, scheduler_config: dict[str, Any]) -> None:
+    """Refuse what this model cannot do, naming the field (the API checks the same
+    through ``ModelInfo.tasks`` / ``schedulers`` before a job is queued)."""
+    if req.task not in info.tasks:
+        raise InvalidRequest.single(
+            "task",
+            f"model {info.name!r} ({info.family}) cannot {req.task}; it can: "
+            + ", ".join(info.tasks),
+        )
+    if req.scheduler not in info.schedulers:
+        raise InvalidRequest.single(
+            "scheduler",
+            f"model {info.name!r} takes only: {', '.join(info.schedulers)}",
+        )
+    # LCM spreads its steps over the distillation schedule and refuses more of them.
+    lcm_max = int(scheduler_config.get("original_inference_steps") or 50)
+    if req.scheduler == "lcm" and req.num_inference_steps > lcm_max:
+        raise InvalidRequest.single(
+            "num_inference_steps", f"the lcm scheduler runs at most {lcm_max} steps", lcm_max
+        )
+    if req.task in _EDITING and any(it.image is None for it in req.items):
+        raise InvalidRequest.single("image", f"{req.task} needs an input image")
+    if req.task == "inpaint" and any(it.mask is None for it in req.items):
+        raise InvalidRequest.single("mask", "inpaint needs a mask (white = repaint)")
+    if req.task in ("img2img", "inpaint"):
+        if not 0.0 < req.strength <= 1.0:
+            raise InvalidRequest.single("strength", "must be in (0, 1]", 1.0)
+        if steps_run(req.num_inference_steps, req.strength) < 1:
+            raise InvalidRequest.single(
+                "strength",
+                f"strength {req.strength} of {req.num_inference_steps} steps runs no "
+                f"denoising step; needs at least {1 / req.num_inference_steps:.3g}",
+            )
 
 
 class DiffusersEngine:
@@ -187,17 +244,27 @@ class DiffusersEngine:
             return loaded
 
     def _warm_up(self, model: LoadedModel) -> None:
-        """One real generation at the native size, so compilation happens before ready."""
+        """One real generation of the model's own task at its native size (for an
+        upscaler: the native output from an input of at most one tile), so compilation
+        happens before ready."""
         info = model.info
+        task = model.native_task
+        width, height, factor = info.default_width, info.default_height, info.upscale_factor
+        if task == "upscale":
+            side = min(width // factor, self.settings.upscale_tile_size)
+            width = height = side * factor
+        size = (width // factor, height // factor)
+        image = Image.new("RGB", size, (128, 128, 128)) if task != "txt2img" else None
+        mask = Image.new("L", size, 255) if task == "inpaint" else None
         req = BatchRequest(
             model=info.name,
-            task="txt2img",
-            width=info.default_width,
-            height=info.default_height,
+            task=task,
+            width=width,
+            height=height,
             num_inference_steps=2,
             guidance_scale=7.5,
-            scheduler="euler",
-            items=[BatchItem("warmup", "warm up", "", [0])],
+            scheduler="euler" if "euler" in info.schedulers else info.default_scheduler,
+            items=[BatchItem("warmup", "warm up", "", [0], image, mask)],
         )
         self._run(model, req, lambda step, total: set())
 
@@ -214,26 +281,22 @@ class DiffusersEngine:
             return self._run(model, request, on_step)
 
     def _run(self, model: LoadedModel, req: BatchRequest, on_step: StepCallback) -> BatchOutput:
-        pipe = model.pipe
+        check_request(model.info, req, model.scheduler_config)
         job_ids = {it.job_id for it in req.items}
-        canceled: set[str] = set()
-
-        def step_end(p: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            dropped = on_step(i + 1, int(p.num_timesteps)) & job_ids
-            canceled.update(dropped)
-            if canceled == job_ids:
-                p._interrupt = True
-                raise _AllCanceled
-            return {}
-
+        editing = req.task in ("img2img", "inpaint")
+        steps = steps_run(req.num_inference_steps, req.strength if editing else None)
+        progress = Progress(on_step, job_ids, steps)
+        pipe: Any = None
         try:
+            pipe = task_pipeline(model, req.task, self.settings)
             with torch.inference_mode():
                 pipe.scheduler = make_scheduler(req.scheduler, model.scheduler_config)
-                images = self._call(pipe, req, step_end)
-        except _AllCanceled:
+                images = self._call(model, pipe, req, progress)
+        except AllCanceled:
             _free_hooks(pipe)
             return BatchOutput(items={}, canceled=set(job_ids))
         except SdserveError:
+            _free_hooks(pipe)
             raise
         except Exception as exc:
             _free_hooks(pipe)
@@ -243,48 +306,77 @@ class DiffusersEngine:
         row = 0
         for item in req.items:
             n = len(item.seeds)
-            if item.job_id not in canceled:
+            if item.job_id not in progress.canceled:
                 out[item.job_id] = ItemOutput(
                     item.job_id, list(images[row : row + n]), truncation_warnings(pipe, item)
                 )
             row += n
-        return BatchOutput(items=out, canceled=canceled)
+        return BatchOutput(items=out, canceled=progress.canceled)
 
-    def _call(self, pipe: Any, req: BatchRequest, step_end: Any) -> list[Any]:
+    def _call(
+        self, model: LoadedModel, pipe: Any, req: BatchRequest, progress: Progress
+    ) -> list[Image.Image]:
         device = execution_device(pipe)
-        cfg = req.guidance_scale > 1 and pipe.unet.config.get("time_cond_proj_dim") is None
+        cfg = _uses_cfg(pipe, req.task, req.guidance_scale)
+        # The latent upscaler's own rule: guidance 0 means an empty prompt.
+        blank = req.task == "upscale" and is_latent_upscaler(pipe) and req.guidance_scale == 0
         # Each distinct prompt pair is encoded once, alone (batch of 1): see module doc.
         by_prompt = {
-            (it.prompt, it.negative_prompt): _encode(pipe, it, device, cfg)
-            for it in _distinct(req.items)
+            key: _encode(pipe, "" if blank else key[0], key[1], device, cfg)
+            for key in dict.fromkeys((it.prompt, it.negative_prompt) for it in req.items)
         }
         embeds: dict[str, list[torch.Tensor]] = {}
         seeds: list[int] = []
+        rows: list[BatchItem] = []  # the item of each image row
         for it in req.items:
             enc = by_prompt[(it.prompt, it.negative_prompt)]
             for seed in it.seeds:
                 seeds.append(seed)
+                rows.append(it)
                 for key, tensor in enc.items():
                     embeds.setdefault(key, []).append(tensor)
+        batch = {k: torch.cat(v) for k, v in embeds.items()}
+        if req.task == "upscale":
+            inputs = [it.image for it in rows if it.image is not None]
+            return run_upscale(
+                pipe,
+                req,
+                batch,
+                seeds,
+                inputs,
+                progress,
+                model.info.upscale_factor,
+                self.settings.upscale_tile_size,
+            )
+        kwargs: dict[str, Any] = {}
+        size = (req.width, req.height)
+        originals: list[Image.Image] = []
+        masks: list[Image.Image] = []
+        if req.task == "txt2img":
+            kwargs |= {"width": req.width, "height": req.height}
+        else:
+            originals = [conform(it.image, size) for it in rows if it.image is not None]
+            kwargs |= {"image": originals, "strength": req.strength}
+        if req.task == "inpaint":
+            masks = [
+                blur_mask(conform(it.mask, size, "L"), req.mask_blur)
+                for it in rows
+                if it.mask is not None
+            ]
+            kwargs |= {"mask_image": masks, "width": req.width, "height": req.height}
         result = pipe(
-            **{k: torch.cat(v) for k, v in embeds.items()},
-            width=req.width,
-            height=req.height,
+            **batch,
+            **kwargs,
             num_inference_steps=req.num_inference_steps,
             guidance_scale=req.guidance_scale,
             generator=generators(device, seeds),
             output_type="pil",
-            callback_on_step_end=step_end,
+            callback_on_step_end=progress.on_step_end,
         )
-        return list(result.images)
-
-
-def _distinct(items: list[BatchItem]) -> list[BatchItem]:
-    """One item per distinct (prompt, negative prompt), in first-seen order."""
-    seen: dict[tuple[str, str], BatchItem] = {}
-    for it in items:
-        seen.setdefault((it.prompt, it.negative_prompt), it)
-    return list(seen.values())
+        images = list(result.images)
+        if req.task == "inpaint" and req.keep_unmasked:
+            images = [keep_unmasked(*t) for t in zip(images, originals, masks, strict=True)]
+        return images
 
 
 def _target_device(settings: Settings) -> torch.device:

@@ -6,8 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sdserve.domain.errors import InvalidRequest
-from sdserve.storage.base import valid_image_id
+from sdserve.storage.base import checked_image_id
 
 
 class LocalBlobStore:
@@ -16,8 +15,7 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, image_id: str) -> Path:
-        if not valid_image_id(image_id):
-            raise InvalidRequest.single("image_id", "not a valid image id")
+        image_id = checked_image_id(image_id)
         return self.root / image_id[:2] / image_id
 
     def put(self, image_id: str, data: bytes) -> None:
@@ -48,3 +46,7 @@ class LocalBlobStore:
 
     def exists(self, image_id: str) -> bool:
         return self._path(image_id).exists()
+
+    def url(self, image_id: str, ttl_seconds: int) -> str | None:
+        checked_image_id(image_id)
+        return None  # served by the API

@@ -93,6 +93,13 @@ def blocked_reason(ip: IPAddress) -> str | None:
     return None
 
 
+def effective_ip(ip: IPAddress) -> IPAddress:
+    """The address a connection really reaches: an IPv6 form that embeds an IPv4
+    address (mapped, NAT64, 6to4, Teredo) stands for that IPv4 address. Every policy
+    decision is made on this, so no IPv6 spelling slips past an IPv4 rule."""
+    return embedded_ipv4(ip) or ip
+
+
 def _normalize_host(host: str) -> str:
     return host.strip().rstrip(".").lower()
 
@@ -142,17 +149,15 @@ class AddressPolicy:
         return _normalize_host(host) in self.hostnames
 
     def _network_admits(self, ip: IPAddress) -> bool:
-        candidates = [ip]
-        inner = embedded_ipv4(ip)
-        if inner is not None:
-            candidates.append(inner)
-        for cand in candidates:
-            for net in self.networks:
-                if cand.version != net.version or cand not in net:
-                    continue
-                if cand in METADATA_ADDRESSES and net.num_addresses != 1:
-                    continue
-                return True
+        """``ip`` is already effective (embedded IPv4 unwrapped), so only IPv4 entries
+        admit an IPv4 destination: no IPv6 entry (``::/0``, ``::ffff:0:0/96``,
+        ``64:ff9b::/96``, ``2002::/16``) opens a path to one, however it is spelt."""
+        for net in self.networks:
+            if ip.version != net.version or ip not in net:
+                continue
+            if ip in METADATA_ADDRESSES and net.num_addresses != 1:
+                continue
+            return True
         return False
 
     def check_ip(self, ip: IPAddress | str, host: str | None = None) -> None:
@@ -162,10 +167,10 @@ class AddressPolicy:
         if addr is None:
             raise DestinationRefused(f"{ip!r} is not an IP address")
         reason = blocked_reason(addr)
-        if reason is None or self._network_admits(addr):
+        effective = effective_ip(addr)
+        if reason is None or self._network_admits(effective):
             return
-        is_metadata = addr in METADATA_ADDRESSES or embedded_ipv4(addr) in METADATA_ADDRESSES
-        if host is not None and self.host_allowed(host) and not is_metadata:
+        if host is not None and self.host_allowed(host) and effective not in METADATA_ADDRESSES:
             return
         via = f" (resolved from {host!r})" if host and parse_ip(host) is None else ""
         raise DestinationRefused(

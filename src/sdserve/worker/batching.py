@@ -12,11 +12,11 @@ from sdserve.domain.jobs import Job
 from sdserve.domain.requests import JobSpec
 from sdserve.engine.base import BatchItem, BatchOutput, BatchRequest, ItemOutput
 
-# Reads a stored input (blob id) back as an image; raises if it is gone.
-ImageLoader = Callable[[str], Image.Image]
+# A job's (image, mask) as the engine takes them; raises if they are gone.
+InputLoader = Callable[[Job], tuple[Image.Image | None, Image.Image | None]]
 
 
-def batch_request(jobs: list[Job], load: ImageLoader | None = None) -> BatchRequest:
+def batch_request(jobs: list[Job], load: InputLoader | None = None) -> BatchRequest:
     """All jobs of a claim share a batch key, so the first one's parameters hold for
     all; each job brings its own prompts, seeds and input images."""
     spec = jobs[0].spec
@@ -38,14 +38,13 @@ def batch_request(jobs: list[Job], load: ImageLoader | None = None) -> BatchRequ
     )
 
 
-def _item(job: Job, load: ImageLoader | None) -> BatchItem:
+def _item(job: Job, load: InputLoader | None) -> BatchItem:
     spec: JobSpec = job.spec
     image = mask = None
-    if spec.image is not None or spec.mask is not None:
+    if spec.image is not None:
         if load is None:
             raise ValueError(f"job {job.id} has input images but no loader was given")
-        image = load(spec.image) if spec.image is not None else None
-        mask = load(spec.mask) if spec.mask is not None else None
+        image, mask = load(job)
     return BatchItem(job.id, spec.prompt, spec.negative_prompt, spec.seeds, image, mask)
 
 

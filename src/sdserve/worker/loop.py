@@ -20,6 +20,7 @@ from sdserve.queue.events import WakeupBus
 from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
+from sdserve.worker.inputs import InputCache
 
 log = logging.getLogger("sdserve.worker")
 
@@ -114,11 +115,15 @@ class Worker:
     def process(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.wakeups.notify_job(job.id)  # running now
+        inputs = InputCache(self.blobs)
+        jobs = self._drop_unloadable(jobs, inputs)
+        if not jobs:
+            return
         beat = _Heartbeat(self, [j.id for j in jobs])
         beat.start()
         started = time.perf_counter()
         try:
-            output = self._generate(batch_request(jobs), jobs)
+            output = self._generate(batch_request(jobs, inputs.load), jobs)
         except SdserveError as exc:
             beat.stop()
             self._fail_all(jobs, exc, retryable=exc.retryable)
@@ -137,6 +142,20 @@ class Worker:
         # One batch in flight at most: memory stays bounded and results stay in order.
         self.flush()
         self._pending.append(self._finisher.submit(self._finish, jobs, output, elapsed))
+
+    def _drop_unloadable(self, jobs: list[Job], inputs: InputCache) -> list[Job]:
+        """Fail (for good) the jobs whose input images can no longer be read; the rest
+        of the batch goes on."""
+        keep: list[Job] = []
+        for job in jobs:
+            try:
+                inputs.preload(job)
+            except SdserveError as exc:
+                self.queue.fail(job.id, self.id, _job_error(exc), retryable=False)
+                self.wakeups.notify_job(job.id)
+                continue
+            keep.append(job)
+        return keep
 
     def _generate(self, req: BatchRequest, jobs: list[Job]) -> BatchOutput:
         progress = _Progress(self, req)

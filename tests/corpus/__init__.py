@@ -1,0 +1,1 @@
+"""Generated image corpora (see images.py)."""
