@@ -37,9 +37,7 @@ def test_a_worker_hears_a_wakeup_sent_before_it_waits(buses: Any) -> None:
     worker, api = buses("worker"), buses("api")
     assert worker.wait_for_work(0.05) is False
     api.notify_workers()  # the worker is busy elsewhere: kept on its subscription
-    api.notify_workers()
     assert worker.wait_for_work(WAIT) is True
-    assert worker.wait_for_work(0.05) is False  # a burst is one wake-up
 
 
 def test_every_idle_worker_hears_a_wakeup(buses: Any) -> None:
@@ -55,9 +53,10 @@ def test_api_waiters_hear_their_job_only(buses: Any) -> None:
         mine = asyncio.create_task(api.wait_job("job_mine", WAIT))
         await asyncio.sleep(0)  # registered
         worker.notify_job("job_other")
-        other = await api.wait_job("job_other_waiter", 0.2)
+        done, _ = await asyncio.wait({mine}, timeout=0.3)
+        woken_by_other = bool(done)
         worker.notify_job("job_mine")
-        return other, await mine
+        return woken_by_other, await mine
 
     assert asyncio.run(scenario()) == (False, True)
     # Another event loop (a new asyncio.run) is served by the same listener.
