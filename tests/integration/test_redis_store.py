@@ -22,7 +22,7 @@ from sdserve.queue.factory import (
     require_shared_backend,
 )
 from sdserve.queue.redis import RedisQueue
-from sdserve.queue.redis_store import connect
+from sdserve.queue.redis_keys import connect
 from sdserve.queue.redis_wakeups import RedisWakeupBus
 from sdserve.testing import job_spec
 from sdserve.worker.redis_registry import RedisRegistry

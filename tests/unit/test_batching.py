@@ -58,7 +58,7 @@ PASSED_OVER = [  # "a" passed over for "b", whose lower-priority twin must stay 
 ]
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @example(PASSED_OVER, 4, Affinity(frozenset({"b"}), 10.0, 30.0))
 @given(queues(), st.integers(1, 8), st.none() | affinities)
 def test_no_lower_priority_starts_while_a_higher_one_waits(
@@ -77,7 +77,7 @@ def test_no_lower_priority_starts_while_a_higher_one_waits(
         assert selection.images <= max_images and not any(c.solo for c in selection.chosen)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(queues(), st.integers(1, 8), affinities)
 def test_affinity_rule(queue: list[Candidate], max_images: int, affinity: Affinity) -> None:
     head = select_batch(queue, max_images, affinity).head  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ from typing import TypeVar, cast
 
 import redis
 
-from sdserve.domain.errors import Conflict, IdempotencyConflict, NotFound, QueueFull
+from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
@@ -32,33 +32,31 @@ from sdserve.queue.batching import (
     window_wait,
 )
 from sdserve.queue.common import decode_cursor, encode_cursor
-from sdserve.queue.factory import BackendUnavailable
-from sdserve.queue.redis_ops import CandidatePages, backoff, store, store_workflow
-from sdserve.queue.redis_outbox import RedisOutbox
-from sdserve.queue.redis_store import (
+from sdserve.queue.redis_keys import (
     DEFAULT_PREFIX,
     Keys,
     RedisClock,
-    Scripts,
-    UnitOfWork,
     connect,
     idem_field,
-    load_job,
     rank_range,
 )
-from sdserve.queue.redis_store import (
-    unavailable_as_503 as _available,
+from sdserve.queue.redis_keys import unavailable_as_503 as _available
+from sdserve.queue.redis_ops import (
+    CandidatePages,
+    Replay,
+    StoreBusy,
+    backoff,
+    same_request,
+    store,
+    store_workflow,
 )
+from sdserve.queue.redis_outbox import RedisOutbox
+from sdserve.queue.redis_store import Scripts, UnitOfWork, load_job
 
 T = TypeVar("T")
 _MAX_TRIES = 200  # optimistic retries before giving up (only under extreme contention)
 # A job's transition decides from the job alone (or a workflow's with its step job).
 Decide = Callable[[Job], tr.Outcome | Job | None]
-
-
-class StoreBusy(BackendUnavailable):
-    type = "store_busy"
-    retryable = True
 
 
 class RedisQueue(RedisOutbox):
@@ -131,11 +129,11 @@ class RedisQueue(RedisOutbox):
 
         try:
             self._insert("job", job.owner, job.idempotency_key, job.id, ts, insert)
-        except _Replay as replay:
+        except Replay as replay:
             found = self.get(replay.ident)
             if found is None:  # pragma: no cover - ids under a key are never deleted
                 raise Conflict("idempotency key points at a missing job") from None
-            _same_request(found.request_hash, job.request_hash, found.id)
+            same_request(found.request_hash, job.request_hash, found.id)
             return found, False
         return stored, True
 
@@ -149,7 +147,7 @@ class RedisQueue(RedisOutbox):
         insert: Callable[[UnitOfWork], None],
     ) -> None:
         """Insert a job or workflow under the depth limit and its idempotency key.
-        A key already used raises _Replay with the id stored under it."""
+        A key already used raises Replay with the id stored under it."""
         record_key = self.keys.job(ident) if kind == "job" else self.keys.workflow(ident)
         for attempt in range(_MAX_TRIES):
             backoff(attempt)
@@ -165,7 +163,7 @@ class RedisQueue(RedisOutbox):
             if failed == 0:
                 return
             if failed == idem and field:
-                raise _Replay(str(self._r.hget(self.keys.idem, field)))
+                raise Replay(str(self._r.hget(self.keys.idem, field)))
             if failed == dup:
                 raise Conflict(f"{kind} id {ident} already exists")
             if failed == full:
@@ -240,9 +238,9 @@ class RedisQueue(RedisOutbox):
         for attempt in range(_MAX_TRIES):
             backoff(attempt)
             pages = CandidatePages(self._scripts, self.keys, ts, max_images)
-            if pages.expired:
+            if pages.expired:  # expired leases go back first, as in every backend
                 self._reclaim(pages.expired, ts, ts)
-                continue
+                pages = CandidatePages(self._scripts, self.keys, ts, max_images)
             selection = select_batch(pages, max_images, affinity)
             if selection is None:
                 return Claim([], None)
@@ -367,11 +365,11 @@ class RedisQueue(RedisOutbox):
 
         try:
             self._insert("wf", wf.owner, wf.idempotency_key, wf.id, ts, insert)
-        except _Replay as replay:
+        except Replay as replay:
             found = self.get_workflow(replay.ident)
             if found is None:  # pragma: no cover - ids under a key are never deleted
                 raise Conflict("idempotency key points at a missing workflow") from None
-            _same_request(found.request_hash, workflow.request_hash, found.id)
+            same_request(found.request_hash, workflow.request_hash, found.id)
             return found, False
         return wf, True
 
@@ -401,18 +399,3 @@ class RedisQueue(RedisOutbox):
     def close(self) -> None:
         if self._owns_client:
             self._r.close()
-
-
-class _Replay(Exception):
-    """An idempotency key already stored: the id it names."""
-
-    def __init__(self, ident: str) -> None:
-        super().__init__(ident)
-        self.ident = ident
-
-
-def _same_request(stored_hash: str | None, new_hash: str | None, ident: str) -> None:
-    if stored_hash != new_hash:
-        raise IdempotencyConflict(
-            "idempotency key already used with a different request", job_id=ident
-        )

@@ -8,11 +8,14 @@ import random
 import time
 from collections.abc import Iterator
 
+from sdserve.domain.errors import IdempotencyConflict
 from sdserve.domain.jobs import Job
 from sdserve.queue import transitions as tr
 from sdserve.queue.batching import CANDIDATE_SCAN_LIMIT, Candidate
 from sdserve.queue.common import outbox_payload, workflow_payload
-from sdserve.queue.redis_store import Keys, Scripts, UnitOfWork, parse_candidate
+from sdserve.queue.factory import BackendUnavailable
+from sdserve.queue.redis_keys import Keys, parse_candidate
+from sdserve.queue.redis_store import Scripts, UnitOfWork
 
 
 def store(uow: UnitOfWork, out: tr.Outcome) -> Job:
@@ -84,6 +87,28 @@ class CandidatePages:
                 return
             reply = self._page(len(self.read_ids))
             page = reply[1:]  # later pages carry no expired leases (count 0)
+
+
+class StoreBusy(BackendUnavailable):
+    """Lost every optimistic retry (extreme contention): a 503 the client may retry."""
+
+    type = "store_busy"
+    retryable = True
+
+
+class Replay(Exception):
+    """An idempotency key already stored: the id it names."""
+
+    def __init__(self, ident: str) -> None:
+        super().__init__(ident)
+        self.ident = ident
+
+
+def same_request(stored_hash: str | None, new_hash: str | None, ident: str) -> None:
+    if stored_hash != new_hash:
+        raise IdempotencyConflict(
+            "idempotency key already used with a different request", job_id=ident
+        )
 
 
 def backoff(attempt: int) -> None:

@@ -13,8 +13,9 @@ import redis
 
 from sdserve.domain.errors import NotFound
 from sdserve.queue.base import OutboxEntry
-from sdserve.queue.redis_store import Keys, UnitOfWork
-from sdserve.queue.redis_store import unavailable_as_503 as _available
+from sdserve.queue.redis_keys import Keys
+from sdserve.queue.redis_keys import unavailable_as_503 as _available
+from sdserve.queue.redis_store import UnitOfWork
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis.client import PubSub
 
-from sdserve.queue.redis_store import DEFAULT_PREFIX, connect
+from sdserve.queue.redis_keys import DEFAULT_PREFIX, connect
 from sdserve.queue.wakeups import JobWaiters, Role
 
 log = logging.getLogger("sdserve.wakeups")

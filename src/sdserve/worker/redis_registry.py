@@ -1,7 +1,7 @@
 """Worker states in Redis: one key per worker, refreshed by ``publish`` and expiring
 by itself (``SET ... PX``) when the worker dies, plus a set of ids to find them.
 
-``updated_at`` is Redis's clock (queue/redis_store.RedisClock), so the freshness an
+``updated_at`` is Redis's clock (queue/redis_keys.RedisClock), so the freshness an
 API node computes does not depend on how far its clock is from the worker's.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 import redis
 
-from sdserve.queue.redis_store import DEFAULT_PREFIX, RedisClock, connect, unavailable_as_503
+from sdserve.queue.redis_keys import DEFAULT_PREFIX, RedisClock, connect, unavailable_as_503
 from sdserve.worker.registry import READY_TTL_S, WorkerState, parse_state
 
 # A state outlives its freshness window a little, so live(ttl) can still judge it.
