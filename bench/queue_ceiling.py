@@ -5,6 +5,8 @@ Three figures per backend:
 - claim+complete: jobs/s a bare consumer drains (batches of 8, no engine);
 - end to end: the real Worker with the torch-free FakeEngine (1 step, PNG encode,
   blob store) draining while a producer enqueues.
+Plus CPU per job of this process and, for Redis, of redis-server (INFO cpu): on a
+shared machine the wall-clock rates vary with the load, the CPU costs much less.
 Usage: python bench/queue_ceiling.py [--jobs 2000] [--backends memory,sqlite,redis]
        [--redis-url redis://127.0.0.1:6379/0]
 The redis run uses a fresh key prefix and deletes its keys afterwards.
@@ -74,12 +76,28 @@ def drop_redis_keys() -> None:
     client.close()
 
 
-def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float]:
+def _cpu() -> tuple[float, float]:
+    """(this process's CPU seconds, redis-server's CPU seconds or 0)."""
+    server = 0.0
+    if _prefixes:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        info = client.info("cpu")
+        client.close()
+        server = float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+    return time.process_time(), server
+
+
+def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float, str]:
+    """(enqueue jobs/s, claim+complete jobs/s, CPU per job: client | redis-server)."""
     q = make(backend, root)
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     for i in range(n):
         q.enqueue(NewJob(spec=spec(i)))
     enq = n / (time.perf_counter() - t0)
+    cpu1 = _cpu()
     done = 0
     t0 = time.perf_counter()
     result = JobResult(images=[], generation_time=0.0, seed_used=0)
@@ -89,8 +107,13 @@ def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float]
             q.complete(job.id, "w", result)
         done += len(claim.jobs)
     drain = n / (time.perf_counter() - t0)
+    cpu2 = _cpu()
     q.close()
-    return enq, drain
+    us = [(b - a) / n * 1e6 for a, b in zip((*cpu0, *cpu1), (*cpu1, *cpu2), strict=True)]
+    cost = f"client {us[0]:.0f} / {us[2]:.0f} us"
+    if backend == "redis":
+        cost += f", redis-server {us[1]:.0f} / {us[3]:.0f} us"
+    return enq, drain, cost
 
 
 def bench_end_to_end(backend: str, n: int, root: Path) -> float:
@@ -130,11 +153,12 @@ def main() -> None:
             if backend == "redis" and not _redis_up():
                 print(f"  redis   skipped: nothing answers at {REDIS_URL}")
                 continue
-            enq, drain = bench_enqueue_claim(backend, args.jobs, root)
+            enq, drain, cost = bench_enqueue_claim(backend, args.jobs, root)
             e2e = bench_end_to_end(backend, args.jobs, root)
             print(
                 f"  {backend:7s} enqueue {enq:8.0f} jobs/s | claim+complete {drain:8.0f} jobs/s"
                 f" | end-to-end worker (fake engine) {e2e:7.0f} jobs/s"
+                f"\n          CPU per job (enqueue / claim+complete): {cost}"
             )
     finally:
         drop_redis_keys()
