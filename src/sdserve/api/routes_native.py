@@ -182,6 +182,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             "default_height": m.default_height,
             "default": m.name == default,
             "loaded": m.name in loaded,
+            "tasks": list(m.tasks),
         }
         for m in services.catalog.all()
     ]

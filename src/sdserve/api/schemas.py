@@ -77,6 +77,7 @@ class ModelView(BaseModel):
     default_height: int
     default: bool
     loaded: bool
+    tasks: list[str]
 
 
 class ModelList(BaseModel):

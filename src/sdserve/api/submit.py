@@ -69,15 +69,18 @@ def output_size(
     if req.task is Task.txt2img or input_size is None:
         return req.width or info.default_width, req.height or info.default_height
     in_w, in_h = (_floor8(s) for s in input_size)
-    if min(in_w, in_h) < limits.MIN_SIDE:
+    factor = info.upscale_factor if req.task is Task.upscale else 1
+    if min(in_w, in_h) * factor < limits.MIN_SIDE:
+        least = -(-limits.MIN_SIDE // factor)
         raise InvalidRequest.single(
             "image",
             f"input image is {input_size[0]}x{input_size[1]}; each side must be at least "
-            f"{limits.MIN_SIDE}",
-            limits.MIN_SIDE,
+            f"{least}"
+            + (f" (x{factor} gives the {limits.MIN_SIDE} minimum)" if factor > 1 else ""),
+            least,
         )
     if req.task is Task.upscale:
-        return in_w * info.upscale_factor, in_h * info.upscale_factor
+        return in_w * factor, in_h * factor
     return req.width or in_w, req.height or in_h
 
 
@@ -116,6 +119,22 @@ def resolve_spec(
     if noise_level is not None and info.family != "upscaler":
         raise InvalidRequest.single("noise_level", f"model {info.name!r} takes no noise_level")
     inpaint = req.task is Task.inpaint
+    scheduler = req.scheduler or info.default_scheduler
+    if scheduler not in info.schedulers:
+        if req.scheduler is not None:
+            raise InvalidRequest.single(
+                "scheduler", f"model {info.name!r} takes only: {', '.join(info.schedulers)}"
+            )
+        scheduler = info.schedulers[0]
+    if scheduler == "lcm" and req.num_inference_steps > limits.MAX_LCM_STEPS:
+        raise InvalidRequest.single(
+            "num_inference_steps",
+            f"the lcm scheduler runs at most {limits.MAX_LCM_STEPS} steps",
+            limits.MAX_LCM_STEPS,
+        )
+    guidance = req.guidance_scale
+    if info.family == "latent-upscaler" and "guidance_scale" not in req.model_fields_set:
+        guidance = 0.0  # its usual setting: the prompt does not steer a x2 latent upscale
     seed = req.seed if req.seed is not None else secrets.randbelow(limits.MAX_SEED + 1)
     return JobSpec(
         task=req.task,
@@ -124,10 +143,10 @@ def resolve_spec(
         width=width,
         height=height,
         num_inference_steps=req.num_inference_steps,
-        guidance_scale=req.guidance_scale,
+        guidance_scale=guidance,
         seed=seed,
         num_images=req.num_images,
-        scheduler=req.scheduler or info.default_scheduler,
+        scheduler=scheduler,
         model=info.name,
         priority=req.priority,
         output_format=req.output_format,

@@ -26,6 +26,8 @@ DEFAULT_MASK_BLUR = 4
 MAX_NOISE_LEVEL = 350
 DEFAULT_NOISE_LEVEL = 20
 MAX_WORKFLOW_STEPS = 8
+# LCM spreads its steps over the distillation schedule (original_inference_steps).
+MAX_LCM_STEPS = 50
 
 # Names only: the engine maps each to a diffusers scheduler class (engine/schedulers.py);
 # a test keeps the two in step.

@@ -73,7 +73,8 @@ class GenerateRequest(BaseModel):
     # NaN/inf are refused as "not a finite number" before any range check.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
-    prompt: str = Field(min_length=1, max_length=limits.MAX_PROMPT_CHARS)
+    # Required (non-empty) for every task but upscale, where it is optional.
+    prompt: str = Field(default="", max_length=limits.MAX_PROMPT_CHARS)
     negative_prompt: str = Field(default="", max_length=limits.MAX_PROMPT_CHARS)
     width: int | None = Field(default=None, ge=limits.MIN_SIDE, le=limits.MAX_SIDE)
     height: int | None = Field(default=None, ge=limits.MIN_SIDE, le=limits.MAX_SIDE)
@@ -198,6 +199,8 @@ def task_field_problems(req: GenerateRequest, image_given: bool = False) -> list
     """Which inputs a task needs and which parameters only apply to other tasks.
     ``image_given``: the input image arrives by another way (a workflow's chain)."""
     out: list[FieldProblem] = []
+    if not req.prompt and req.task is not Task.upscale:
+        out.append(FieldProblem("prompt", "must not be empty (only an upscale may omit it)", 1))
     has_image = image_given or req.image is not None or req.image_id is not None
     has_mask = req.mask is not None or req.mask_id is not None
     if req.image is not None and req.image_id is not None:
