@@ -32,7 +32,9 @@ def test_kill_9_mid_batch_then_restart_completes_every_job(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     data_dir, port = tmp_path / "data", free_port()
-    first = ServeProcess(data_dir, port, model=str(tiny_model_dir), **ENV)
+    # A long batch window: the first claim waits for a companion, so the killed batch
+    # holds two jobs however loaded the machine is (see the attempts check below).
+    first = ServeProcess(data_dir, port, model=str(tiny_model_dir), batch_window_ms="3000", **ENV)
     try:
         first.wait_ready()
         with httpx.Client(base_url=first.url, timeout=30) as c:

@@ -171,7 +171,7 @@ async def read_image(image_id: str, request: Request) -> Response:
 async def list_models(request: Request) -> dict[str, Any]:
     services = services_of(request)
     loaded: set[str] = set()
-    for state in services.registry.live(READY_TTL_S):
+    for state in await run_in_threadpool(services.registry.live, READY_TTL_S):
         loaded.update(state.models_loaded)
     default = services.catalog.default.name
     data = [
@@ -207,7 +207,7 @@ async def healthz() -> dict[str, Any]:
 async def readyz(request: Request, response: Response) -> dict[str, Any]:
     """Ready when at least one worker has its model loaded and warmed."""
     services = services_of(request)
-    workers = ready_workers(services.registry)
+    workers = await run_in_threadpool(ready_workers, services.registry)
     if not workers:
         response.status_code = 503
         return {"status": "not_ready", "ready_workers": 0}
