@@ -38,6 +38,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "batch_window_ms": 0,
             "poll_interval_ms": 50,
             "webhook_secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            # One open tenant, as before keys: tests of keys and tenants turn it on.
+            "auth": "off",
         }
         values.update(overrides)
         return Settings(**values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sdserve.storage.base import MAX_URL_TTL_SECONDS
@@ -23,6 +23,18 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Emit logs as JSON lines.")
+
+    # --- security ---
+    auth: Literal["on", "off"] = Field(
+        "on",
+        description="API keys required (on), or one open tenant (off: refused on a "
+        "non-loopback address without --insecure). See docs/security.md.",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Server secret for image ids and sealed values (>= 32 chars). Empty = "
+        "generated once into <data_dir>/secret_key; required with the redis backend.",
+    )
 
     # --- models / engine ---
     model: str = Field(
@@ -76,6 +88,9 @@ class Settings(BaseSettings):
         "power loss; normal = survives process crashes only, ~20x faster enqueue.",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis backend).")
+    redis_prefix: str = Field(
+        "sdserve:", description="Prefix of every Redis key, so deployments can share a Redis."
+    )
     max_batch_images: int = Field(4, ge=1, le=64, description="Most images in one batch.")
     batch_window_ms: int = Field(
         10, ge=0, description="How long a worker waits for batch companions."

@@ -11,6 +11,7 @@ import threading
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.registry import FileRegistry, WorkerState
@@ -46,6 +47,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     prepare_engine_env()
     from sdserve.engine.pipelines import DiffusersEngine  # torch: only in workers
 
+    image_key = load_server_key(settings).image_key  # a missing key fails before loading
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
@@ -73,7 +75,13 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     registry.publish(state)
     log.info("worker %s ready", state.id)
     worker = Worker(
-        queue, engine, build_blobs(settings), wakeups, worker_config(settings), state.id
+        queue,
+        engine,
+        build_blobs(settings),
+        wakeups,
+        worker_config(settings),
+        state.id,
+        image_key=image_key,
     )
     try:
         worker.run(stop)
