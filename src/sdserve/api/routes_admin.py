@@ -157,13 +157,13 @@ def _bare_tenant(name: str, count: int) -> dict[str, Any]:
 
 @router.put("/tenants/{tenant}/webhook-secret")
 async def set_webhook_secret(
-    tenant: str, body: WebhookSecretRequest, request: Request, principal: Admin
+    tenant: str, request: Request, principal: Admin, body: WebhookSecretRequest | None = None
 ) -> dict[str, Any]:
     """The tenant's own Standard Webhooks secret (given, or generated): its jobs' and
     workflows' webhooks are signed with it from now on. Shown once; kept sealed."""
     services = services_of(request)
     checked_tenant(tenant)
-    secret = body.secret or generate_secret()
+    secret = (body.secret if body is not None else None) or generate_secret()
     try:
         check_secret(secret)
     except ValueError as exc:
