@@ -139,20 +139,16 @@ def webhook_secret(
     """Give a tenant its own webhook signing secret (printed once, stored sealed)."""
     from sdserve.cli import _settings
     from sdserve.security.server_key import load_server_key
-    from sdserve.webhooks.signing import check_secret, generate_secret
-    from sdserve.webhooks.tenants import WEBHOOK_SECRET_PURPOSE
+    from sdserve.webhooks.signing import generate_secret
+    from sdserve.webhooks.tenants import WEBHOOK_SECRET_PURPOSE, check_tenant_secret
 
     with _store() as store:
         if clear:
             _run(lambda: store.set_webhook_secret(tenant, None))
             typer.echo(f"{tenant}: webhooks signed with the deployment's secret")
             return
-        value = secret or generate_secret()
-        try:
-            check_secret(value)
-        except ValueError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from exc
+        value = _run(lambda: check_tenant_secret(secret, "--secret")) if secret else None
+        value = value or generate_secret()
         sealer = _run(lambda: load_server_key(_settings())).sealer
         sealed = sealer.seal(value, WEBHOOK_SECRET_PURPOSE)
         _run(lambda: store.set_webhook_secret(tenant, sealed))

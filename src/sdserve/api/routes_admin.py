@@ -23,8 +23,8 @@ from sdserve.domain.tenants import checked_tenant
 from sdserve.queue.base import ListFilter
 from sdserve.security.base import MAX_KEY_NAME, MAX_OVERLAP_SECONDS
 from sdserve.security.keys import IssuedKey, Role
-from sdserve.webhooks.signing import check_secret, generate_secret
-from sdserve.webhooks.tenants import WEBHOOK_SECRET_PURPOSE
+from sdserve.webhooks.signing import generate_secret
+from sdserve.webhooks.tenants import WEBHOOK_SECRET_PURPOSE, check_tenant_secret
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 _MAX_LIFETIME_S = 10 * 365 * 24 * 3600
@@ -163,11 +163,8 @@ async def set_webhook_secret(
     workflows' webhooks are signed with it from now on. Shown once; kept sealed."""
     services = services_of(request)
     checked_tenant(tenant)
-    secret = (body.secret if body is not None else None) or generate_secret()
-    try:
-        check_secret(secret)
-    except ValueError as exc:
-        raise InvalidRequest.single("secret", str(exc)) from exc
+    given = body.secret if body is not None else None
+    secret = check_tenant_secret(given) if given is not None else generate_secret()
     sealed = services.server_key.sealer.seal(secret, WEBHOOK_SECRET_PURPOSE)
     now = services.clock()
     await run_in_threadpool(lambda: services.keys.set_webhook_secret(tenant, sealed, now=now))

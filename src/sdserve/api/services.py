@@ -62,6 +62,7 @@ def build_services(settings: Settings) -> Services:
     from sdserve.wiring import build_blobs, build_catalog
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(
         settings=settings,
         queue=build_queue(settings),
@@ -72,5 +73,5 @@ def build_services(settings: Settings) -> Services:
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=load_or_create_secret(settings),
         keys=build_keystore(settings),
-        server_key=load_server_key(settings),
+        server_key=server_key,
     )

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sdserve.domain.errors import InvalidRequest
 from sdserve.domain.jobs import Job
 from sdserve.domain.workflows import Workflow
 from sdserve.queue.base import OutboxEntry
@@ -23,6 +26,24 @@ from sdserve.security.server_key import Sealer
 CALLBACK_PURPOSE = "callback_url"
 WEBHOOK_SECRET_PURPOSE = "webhook_secret"
 _LINK_KEYS = frozenset({"url", "self"})
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+
+
+def check_tenant_secret(secret: str, field: str = "secret") -> str:
+    """A tenant's secret as Standard Webhooks writes them: ``whsec_`` + base64 of 24 to
+    64 random bytes (receivers' libraries expect that form). InvalidRequest if not."""
+    body = secret.removeprefix("whsec_")
+    try:
+        raw = base64.b64decode(body, validate=True) if body != secret else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not MIN_SECRET_BYTES <= len(raw) <= MAX_SECRET_BYTES:
+        raise InvalidRequest.single(
+            field,
+            f"must be whsec_ followed by base64 of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} "
+            "random bytes (leave it out to have one generated)",
+        )
+    return secret
 
 
 class Owners(Protocol):
