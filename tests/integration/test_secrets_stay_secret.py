@@ -123,7 +123,7 @@ def test_no_secret_in_logs_database_or_metrics(tmp_path: Path, tiny_model_dir: P
             ("logs", logs.encode()),
             ("database", database),
             ("metrics", metrics.encode()),
-        )  # noqa: E501
+        )
         if s.encode() in text
     ]
     assert leaks == [], leaks

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.services import services_of
@@ -54,6 +55,12 @@ class Principal:
 OPEN = Principal(tenant=None, role=Role.admin)
 
 
+# Declared as FastAPI security schemes so /docs offers "Authorize"; read by hand
+# below (auto_error=False) so every refusal is our 401 with our error body.
+_BEARER = HTTPBearer(auto_error=False, description="Authorization: Bearer sk-...")
+_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: sk-...")
+
+
 def _presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is not None:
@@ -65,7 +72,11 @@ def _presented_key(request: Request) -> str | None:
     return key.strip() if key is not None else None
 
 
-async def current_principal(request: Request) -> Principal:
+async def current_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
+    _header: Annotated[str | None, Depends(_HEADER)] = None,
+) -> Principal:
     """401 ``unauthorized`` without a key, or with one that is malformed, unknown,
     wrong, revoked or expired (the last two say so: only the key's holder sees it)."""
     services = services_of(request)
