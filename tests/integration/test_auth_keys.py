@@ -234,3 +234,50 @@ def test_open_api_on_a_public_address_is_refused(tmp_path: Path) -> None:
     )
     assert r.returncode != 0 and "--insecure" not in r.stderr
     assert "SDSERVE_SECRET_KEY is required" in r.stderr
+
+
+# --- the Python client ---
+
+
+def test_client_sends_its_key_to_the_service_only(
+    live_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sdserve.client import ApiError, Client
+    from sdserve.engine.fake import FakeEngine
+
+    svc = live_factory(auth="on")
+    svc.start_workers(FakeEngine())
+    key = svc.services.keys.create("acme", Role.user).key
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):  # stands in for a pre-signed S3 URL
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("authorization"))
+            self.send_response(200)
+            self.send_header("content-length", "3")
+            self.end_headers()
+            self.wfile.write(b"img")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("SDSERVE_API_KEY", raising=False)
+        with Client(svc.url) as anonymous, pytest.raises(ApiError) as info:
+            anonymous.submit("x")
+        assert info.value.status == 401 and info.value.type == "unauthorized"
+        monkeypatch.setenv("SDSERVE_API_KEY", key)
+        with Client(svc.url) as c:  # the key from the environment
+            out = c.generate("a red circle", num_inference_steps=1)
+            assert c.image(out["image_ids"][0]) == out["image_bytes"][0]
+            assert c.image(f"/v1/images/{out['image_ids'][0]}") == out["image_bytes"][0]
+            assert c.image(f"http://127.0.0.1:{other.server_address[1]}/x.png?sig=1") == b"img"
+        assert seen == [None], "the API key went to another host"
+    finally:
+        other.shutdown()
+        other.server_close()
