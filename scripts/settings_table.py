@@ -20,6 +20,8 @@ def table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        if hasattr(default, "get_secret_value"):  # SecretStr: show what it holds by default
+            default = default.get_secret_value()
         shown = "(derived)" if default is None else f"`{default}`" if default != "" else "(empty)"
         rows.append(f"| `SDSERVE_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

@@ -61,6 +61,11 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "batch_window_ms": 0,
             "poll_interval_ms": 50,
             "webhook_secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            # One open tenant, as before keys: tests of keys and tenants turn it on.
+            "auth": "off",
+            # Given, as a Redis deployment must (the embedded one generates it: tested
+            # in tests/unit/test_security.py).
+            "secret_key": "test-secret-key-" + "0" * 32,
         }
         values.update(overrides)
         return Settings(**values)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sdserve.cli_keys import keys_app, tenants_app
+
 if TYPE_CHECKING:
     from sdserve.config import Settings
 
@@ -18,6 +20,8 @@ models_app = typer.Typer(help="Create, train and list models.", no_args_is_help=
 app.add_typer(models_app, name="models")
 jobs_app = typer.Typer(help="Inspect the job store (operators).", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -29,6 +33,20 @@ def _settings(**overrides: object) -> Settings:
         if value is not None:
             os.environ[f"SDSERVE_{key.upper()}"] = str(value)
     return Settings()
+
+
+_INSECURE = typer.Option(
+    "--insecure", help="Allow SDSERVE_AUTH=off on a non-loopback address (no keys: anyone in)"
+)
+
+
+def _refuse_open_exposure(settings: Settings, insecure: bool) -> None:
+    from sdserve.security.bootstrap import exposure_problem
+
+    problem = exposure_problem(settings, insecure)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -45,12 +63,14 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes [env SDSERVE_WORKERS]")
     ] = None,
+    insecure: Annotated[bool, _INSECURE] = False,
 ) -> None:
     """Run the embedded service: API + supervised workers, SQLite + local files."""
     from sdserve.observability.logs import configure_logging
     from sdserve.supervisor import serve as run_serve
 
     settings = _settings(host=host, port=port, data_dir=data_dir, model=model, workers=workers)
+    _refuse_open_exposure(settings, insecure)
     configure_logging(settings.log_level, settings.log_json)
     run_serve(settings)
 
@@ -62,12 +82,14 @@ def api(
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory [env SDSERVE_DATA_DIR]")
     ] = None,
+    insecure: Annotated[bool, _INSECURE] = False,
 ) -> None:
     """Run only the API; workers run separately as `sdserve worker`."""
     from sdserve.observability.logs import configure_logging
     from sdserve.supervisor import api_only
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    _refuse_open_exposure(settings, insecure)
     configure_logging(settings.log_level, settings.log_json)
     api_only(settings)
 
@@ -101,6 +123,9 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height")] = None,
     scheduler: Annotated[str, typer.Option(help="Scheduler name")] = "euler_a",
     model: Annotated[str | None, typer.Option(help="Model name")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SDSERVE_API_KEY", help="API key (sk-...)")
+    ] = None,
 ) -> None:
     """Ask a running service for images and save them (client side, no torch)."""
     from sdserve.client import ApiError, Client
@@ -116,7 +141,7 @@ def generate(
     }
     body = {k: v for k, v in params.items() if v is not None}
     try:
-        with Client(url) as client:
+        with Client(url, api_key=api_key) as client:
             result = client.generate(prompt, **body)
     except ApiError as exc:
         typer.echo(f"error: {exc}", err=True)

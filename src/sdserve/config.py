@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sdserve.storage.base import MAX_URL_TTL_SECONDS
@@ -23,6 +23,18 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Emit logs as JSON lines.")
+
+    # --- security ---
+    auth: Literal["on", "off"] = Field(
+        "on",
+        description="API keys required (on), or one open tenant (off: refused on a "
+        "non-loopback address without --insecure). See docs/security.md.",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Server secret for image ids and sealed values (>= 32 chars). Empty = "
+        "generated once into <data_dir>/secret_key; required with the redis backend.",
+    )
 
     # --- models / engine ---
     model: str = Field(

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from sdserve.config import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +30,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):  # model_dump keeps it masked
+            value = value.get_secret_value()
+            if not value:
+                continue
         key = f"SDSERVE_{name.upper()}"
         if isinstance(value, list):
             env[key] = ",".join(str(v) for v in value)
@@ -135,14 +141,27 @@ def _require_shared_backend(settings: Settings) -> None:
         raise SystemExit(f"error: {exc.message}") from None
 
 
-def serve(settings: Settings) -> None:
+def _build_services(settings: Settings) -> Services:
+    """The API's services, the first admin key made if there is none; a setting that
+    cannot work (e.g. no SDSERVE_SECRET_KEY with Redis) ends the start with one line."""
     from sdserve.api.services import build_services
+    from sdserve.security.bootstrap import ensure_admin_key
+    from sdserve.security.server_key import SecretKeyMissing
 
+    try:
+        services = build_services(settings)
+    except SecretKeyMissing as exc:
+        raise SystemExit(f"error: {exc.message}") from None
+    ensure_admin_key(settings, services.keys)
+    return services
+
+
+def serve(settings: Settings) -> None:
     _require_shared_backend(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     lock = acquire_data_dir(settings)
     ensure_default_model(settings)
-    services = build_services(settings)
+    services = _build_services(settings)
     if settings.queue_backend == "sqlite":
         # We own the data dir, so every job still marked running lost its worker. (A
         # Redis store is shared with workers elsewhere: their leases expire instead.)
@@ -163,10 +182,8 @@ def serve(settings: Settings) -> None:
 def api_only(settings: Settings) -> None:
     """The API without workers (they run as `sdserve worker`, here or elsewhere); jobs
     of dead workers come back when their leases expire."""
-    from sdserve.api.services import build_services
-
     _require_shared_backend(settings)
-    _run_api(settings, build_services(settings))
+    _run_api(settings, _build_services(settings))
 
 
 def _run_api(settings: Settings, services: Services) -> None:

@@ -44,13 +44,16 @@ def free_port() -> int:
 
 
 class ServeProcess:
-    """`python -m sdserve serve` (or another subcommand) with SDSERVE_* overrides."""
+    """`python -m sdserve serve` (or another subcommand) with SDSERVE_* overrides.
+    Auth is off unless ``auth="on"`` is passed (it binds 127.0.0.1): benchmarks and
+    process tests measure the queue, not keys."""
 
     def __init__(
         self, data_dir: Path, port: int | None = None, command: str = "serve", **env: str
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        env.setdefault("auth", "off")
         full = dict(os.environ)
         full.update(
             {"SDSERVE_DATA_DIR": str(data_dir), "SDSERVE_PORT": str(self.port)}

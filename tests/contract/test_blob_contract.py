@@ -240,3 +240,70 @@ def test_url_is_downloadable_when_the_store_signs_urls(store: BlobStore, stores:
     missing = store.url(image_id(13), 300)
     assert missing is not None
     assert httpx.get(missing, timeout=30).status_code == 404
+
+
+# --- tenants: every call is scoped; an id under one tenant is absent under another ---
+
+
+def test_an_id_is_only_found_under_its_tenant(store: BlobStore) -> None:
+    ident = image_id(20)
+    store.put(ident, b"acme's", tenant="acme")
+    assert store.get(ident, tenant="acme") == b"acme's"
+    assert store.exists(ident, tenant="acme")
+    for other in ("beta", None):
+        assert store.get(ident, tenant=other) is None
+        assert not store.exists(ident, tenant=other)
+        assert store.delete(ident, tenant=other) is False
+    assert store.get(ident, tenant="acme") == b"acme's", "another tenant's delete removed it"
+
+
+def test_one_id_under_two_tenants_is_two_blobs(store: BlobStore) -> None:
+    ident = image_id(21)
+    store.put(ident, b"a", tenant="acme")
+    store.put(ident, b"b", tenant="beta")
+    store.put(ident, b"none")
+    assert [store.get(ident, tenant=t) for t in ("acme", "beta", None)] == [b"a", b"b", b"none"]
+    assert store.delete(ident, tenant="beta") is True
+    assert [store.get(ident, tenant=t) for t in ("acme", "beta", None)] == [b"a", None, b"none"]
+
+
+BAD_TENANTS = ["", "..", "../acme", "acme/..", "a/b", "Acme", "-x", "x" * 64, "a\n"]
+
+
+@pytest.mark.parametrize("bad", BAD_TENANTS)
+def test_invalid_tenants_are_refused_by_every_operation(stores: _Stores, bad: str) -> None:
+    store = stores.make()
+    ident = image_id(22)
+    calls: list[Callable[[], object]] = [
+        lambda: store.put(ident, b"evil", tenant=bad),
+        lambda: store.get(ident, tenant=bad),
+        lambda: store.exists(ident, tenant=bad),
+        lambda: store.delete(ident, tenant=bad),
+        lambda: store.url(ident, 60, tenant=bad),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidRequest) as info:
+            call()
+        assert info.value.problems[0].field == "tenant"
+    if stores.name == "local":
+        written = [p for p in stores.root.parent.rglob("*") if p.is_file()]
+        assert written == [], f"a refused tenant still wrote {written}"
+
+
+def test_a_tenant_named_like_the_layout_cannot_reach_untenanted_blobs(store: BlobStore) -> None:
+    """Tenant "tenants" (a valid name) gets its own folder, not the others' root."""
+    store.put(image_id(23), b"acme", tenant="acme")
+    assert store.get(image_id(23), tenant="tenants") is None
+    store.put(image_id(23), b"t", tenant="tenants")
+    assert store.get(image_id(23), tenant="acme") == b"acme"
+
+
+def test_signed_urls_name_the_tenants_object(store: BlobStore, stores: _Stores) -> None:
+    store.put(image_id(24), b"acme", tenant="acme")
+    store.put(image_id(24), b"beta", tenant="beta")
+    url = store.url(image_id(24), 300, tenant="beta")
+    if not stores.signs_urls:
+        assert url is None
+        return
+    assert url is not None
+    assert httpx.get(url, timeout=30).content == b"beta"

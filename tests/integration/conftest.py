@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ def live_factory(
     """Start a real uvicorn server (and later workers) on a free port; stopped after."""
     started: list[LiveService] = []
 
-    def start(run_dispatcher: bool = False, **overrides: Any) -> LiveService:
+    def start(
+        run_dispatcher: bool = False, clock: Callable[[], float] = time.time, **overrides: Any
+    ) -> LiveService:
         overrides.setdefault("model", str(tiny_model_dir))
         settings = make_settings(port=free_port(), **overrides)
-        svc = start_live(settings, run_dispatcher=run_dispatcher)
+        svc = start_live(settings, run_dispatcher=run_dispatcher, clock=clock)
         started.append(svc)
         return svc
 

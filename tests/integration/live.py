@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,8 @@ from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
 from sdserve.queue.factory import build_queue
 from sdserve.queue.wakeups import LocalWakeupBus
+from sdserve.security.factory import build_keystore
+from sdserve.security.server_key import load_server_key
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker
@@ -41,7 +44,12 @@ class LiveService:
         cfg = worker_config(self.services.settings)
         for i in range(count):
             worker = Worker(
-                self.services.queue, engine, self.services.blobs, self.services.wakeups, cfg
+                self.services.queue,
+                engine,
+                self.services.blobs,
+                self.services.wakeups,
+                cfg,
+                image_key=self.services.server_key.image_key,
             )
             state = WorkerState(id=worker.id, pid=i, ready=True, models_loaded=["tiny"])
             self.services.registry.publish(state)
@@ -70,7 +78,11 @@ class LiveService:
         self.thread.join(timeout=10)
 
 
-def start_live(settings: Settings, run_dispatcher: bool = False) -> LiveService:
+def start_live(
+    settings: Settings,
+    run_dispatcher: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> LiveService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     services = Services(
         settings=settings,
@@ -81,6 +93,9 @@ def start_live(settings: Settings, run_dispatcher: bool = False) -> LiveService:
         registry=MemoryRegistry(),
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=settings.webhook_secret,
+        keys=build_keystore(settings),
+        server_key=load_server_key(settings),
+        clock=clock,
     )
     app = create_app(services, run_dispatcher=run_dispatcher)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")

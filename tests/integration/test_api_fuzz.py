@@ -59,6 +59,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Any) -> Iterat
             port=free_port(),
             sync_timeout_seconds=5,
             webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            auth="off",
         )
     )
     live.start_workers(FakeEngine())

@@ -53,6 +53,7 @@ def svc(
         max_body_bytes=64 * 1024,
         max_upload_bytes=96 * 1024,
         webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        auth="off",
     )
     live = start_live(settings)
     yield live

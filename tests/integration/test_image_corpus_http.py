@@ -32,6 +32,7 @@ def svc(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Any) -> Iterat
         max_input_pixels=MAX_PIXELS,
         max_input_bytes=MAX_BYTES,
         webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        auth="off",
     )
     live = start_live(settings)
     yield live

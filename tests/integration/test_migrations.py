@@ -88,7 +88,7 @@ def test_migration_is_idempotent_across_reopen(data_dir: Path) -> None:
     conn = sqlite3.connect(data_dir / "sdserve.db")
     versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
     conn.close()
-    assert versions == [1, 2]
+    assert versions == list(range(1, schema.SCHEMA_VERSION + 1))
 
 
 def test_newer_schema_is_refused(data_dir: Path) -> None:
@@ -98,3 +98,32 @@ def test_newer_schema_is_refused(data_dir: Path) -> None:
     conn.close()
     with pytest.raises(Exception, match="newer than this sdserve"):
         SqliteQueue(data_dir / "sdserve.db")
+
+
+def test_v1_data_dir_gains_the_key_tables_empty(data_dir: Path) -> None:
+    SqliteQueue(data_dir / "sdserve.db").close()
+    conn = sqlite3.connect(data_dir / "sdserve.db")
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"api_keys", "tenants"} <= tables
+        assert conn.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_v1_images_are_served_with_auth_off(data_dir: Path, tmp_path: Path) -> None:
+    """0.1 had no tenants: its images have none, and auth off serves them by id."""
+    from sdserve.config import Settings
+    from sdserve.testing import free_port
+    from tests.integration.live import start_live
+
+    settings = Settings(data_dir=data_dir, queue_backend="sqlite", auth="off", port=free_port())
+    svc = start_live(settings)
+    try:
+        with svc.client() as c:
+            done = c.get(f"/v1/jobs/{_id('done')}").json()
+            for image in done["result"]["images"]:
+                r = c.get(image["url"])
+                assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+    finally:
+        svc.stop()

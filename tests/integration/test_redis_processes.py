@@ -39,6 +39,8 @@ def test_api_and_workers_on_different_machines_share_only_redis(
         "images_dir": str(tmp_path / "bucket"),
         "lease_seconds": "3",
         "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        # Machines that share no disk share the key that makes image ids.
+        "secret_key": "test-secret-key-shared-by-every-node-0123",
         # Nobody polls in time: a job only moves when wake-ups cross through Redis.
         "poll_interval_ms": "600000",
     }

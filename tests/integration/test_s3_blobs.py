@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sdserve.config import Settings
-from sdserve.storage.base import StorageUnavailable
+from sdserve.storage.base import IMAGE_CACHE_CONTROL, StorageUnavailable
 from sdserve.storage.factory import build_blobs
 from sdserve.storage.s3 import S3BlobStore, make_client
 from sdserve.storage.urls import image_url
@@ -79,7 +79,9 @@ def test_objects_carry_their_media_type_and_cache_policy(client: Any) -> None:
     store.put("0123456789abcdef0123456789abcdef.jpeg", b"\xff\xd8")
     head = client.head_object(Bucket=store.bucket, Key=store.key(IMG.replace("png", "jpeg")))
     assert head["ContentType"] == "image/jpeg"
-    assert "immutable" in head["CacheControl"]
+    # As /v1/images: private (no shared cache) and short (a deleted image soon goes).
+    assert head["CacheControl"] == IMAGE_CACHE_CONTROL
+    assert "immutable" not in head["CacheControl"]
 
 
 def test_a_vanished_bucket_is_an_error_not_a_missing_image(client: Any) -> None:

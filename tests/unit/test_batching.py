@@ -100,7 +100,12 @@ def test_the_worker_prefers_the_models_its_engine_holds(tmp_path: Path) -> None:
     )
     assert engine.loaded_models() == ["held"]
     worker = Worker(
-        queue, engine, LocalBlobStore(tmp_path), LocalWakeupBus(), WorkerConfig(batch_window_s=0)
+        queue,
+        engine,
+        LocalBlobStore(tmp_path),
+        LocalWakeupBus(),
+        WorkerConfig(batch_window_s=0),
+        image_key=b"k" * 32,
     )
     engine.calls.clear()
     assert worker.run_once() and worker.run_once()

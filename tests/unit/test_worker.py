@@ -59,10 +59,14 @@ class ScriptedEngine:
         )
 
 
+KEY = b"k" * 32  # the image-id key (ServerKey.image_key in a deployment)
+
+
 def make_worker(tmp_path: Path, engine: ScriptedEngine, **cfg: float) -> tuple[Worker, MemoryQueue]:
     q = MemoryQueue()
     config = WorkerConfig(max_batch_images=8, batch_window_s=0, retry_delay_s=0, **cfg)  # type: ignore[arg-type]
-    return Worker(q, engine, LocalBlobStore(tmp_path), LocalWakeupBus(), config), q
+    worker = Worker(q, engine, LocalBlobStore(tmp_path), LocalWakeupBus(), config, image_key=KEY)
+    return worker, q
 
 
 def test_split_and_merge_keep_every_image_with_its_seed() -> None:
@@ -139,7 +143,7 @@ def test_outputs_are_idempotent_per_job(tmp_path: Path) -> None:
     # the ids derive from the job id and index: a retry writes the same blobs
     from sdserve.domain.jobs import image_id
 
-    assert first.result.images[1].id == image_id(job.id, 1, OutputFormat.png)
+    assert first.result.images[1].id == image_id(job.id, 1, OutputFormat.png, KEY)
 
 
 def test_run_stops_on_event(tmp_path: Path) -> None:
@@ -155,7 +159,9 @@ def test_run_stops_on_event(tmp_path: Path) -> None:
 def test_background_finish_completes_every_job_in_order(tmp_path: Path) -> None:
     q = MemoryQueue()
     config = WorkerConfig(max_batch_images=1, batch_window_s=0, background_finish=True)
-    worker = Worker(q, ScriptedEngine(), LocalBlobStore(tmp_path), LocalWakeupBus(), config)
+    worker = Worker(
+        q, ScriptedEngine(), LocalBlobStore(tmp_path), LocalWakeupBus(), config, image_key=KEY
+    )
     jobs = [q.enqueue(NewJob(spec=spec(prompt=f"p{i}", seed=i)))[0] for i in range(3)]
     for _ in range(3):
         assert worker.run_once()

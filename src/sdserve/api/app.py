@@ -14,6 +14,7 @@ from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.openapi_doc import hoist_schemas
+from sdserve.api.routes_admin import router as admin_router
 from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
 from sdserve.api.routes_workflows import router as workflows_router
@@ -35,12 +36,21 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
         task = None
         if run_dispatcher:
             from sdserve.webhooks.delivery import WebhookDispatcher, WebhookSender
+            from sdserve.webhooks.tenants import DeliveryResolver
 
+            resolver = DeliveryResolver(
+                services.queue,
+                services.keys,
+                services.server_key.sealer,
+                services.webhook_secret,
+                services.settings.public_base_url,
+            )
             dispatcher = WebhookDispatcher(
                 services.queue,
                 WebhookSender(services.webhook_policy, services.settings.webhook_timeout_seconds),
                 services.webhook_secret,
                 services.settings,
+                resolver=resolver,
             )
             task = asyncio.create_task(dispatcher.run(stop))
         try:
@@ -65,6 +75,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(native_router)
     app.include_router(events_router)
     app.include_router(workflows_router)
+    app.include_router(admin_router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sdserve.domain.errors import FieldProblem, InvalidRequest, SdserveError
+from sdserve.domain.errors import FieldProblem, InvalidRequest, SdserveError, Unauthorized
 
 log = logging.getLogger("sdserve.api")
 
@@ -56,7 +56,9 @@ def install_error_handlers(app: FastAPI) -> None:
         _count(request, exc.type)
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.type, exc.message)
-        headers = {"Retry-After": "1"} if exc.retryable else None
+        headers = {"Retry-After": "1"} if exc.retryable else {}
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="sdserve"'
         return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -69,20 +69,26 @@ class DecodedInput:
 
 
 async def decode(
-    services: Services, raw: RawInput, *, mask_size: tuple[int, int] | None = None
+    services: Services,
+    raw: RawInput,
+    *,
+    tenant: str | None,
+    mask_size: tuple[int, int] | None = None,
 ) -> DecodedInput:
-    """Decode and check one input (``mask_size``: this is a mask for an image of that
-    size); nothing is stored yet, so a request refused later leaves no blob behind."""
-    return await run_in_threadpool(_decode_sync, services, raw, mask_size)
+    """Decode and check one input of a request by ``tenant`` (``mask_size``: this is a
+    mask for an image of that size); nothing is stored yet, so a request refused later
+    leaves no blob behind. An id names one of ``tenant``'s own images: another
+    tenant's id is "no stored image", exactly like an id that never existed."""
+    return await run_in_threadpool(_decode_sync, services, raw, tenant, mask_size)
 
 
 def _decode_sync(
-    services: Services, raw: RawInput, mask_size: tuple[int, int] | None
+    services: Services, raw: RawInput, tenant: str | None, mask_size: tuple[int, int] | None
 ) -> DecodedInput:
     settings = services.settings
     limits = ImageLimits(max_bytes=settings.max_input_bytes, max_pixels=settings.max_input_pixels)
     if raw.image_id is not None:
-        image = _existing(services, raw.image_id, raw.field)
+        image = _existing(services, raw.image_id, raw.field, tenant)
         if mask_size is not None:
             image = image.convert("L")
         decoded = DecodedInput(raw.field, image, raw.image_id, new=False)
@@ -101,20 +107,21 @@ def _decode_sync(
     return decoded
 
 
-async def persist(services: Services, inputs: list[DecodedInput]) -> None:
-    """Store the uploads among ``inputs`` (canonical PNG) under their ids."""
+async def persist(services: Services, inputs: list[DecodedInput], tenant: str | None) -> None:
+    """Store the uploads among ``inputs`` (canonical PNG) under their ids, as
+    ``tenant``'s images."""
     new = [d for d in inputs if d.new]
     if new:
-        await run_in_threadpool(_persist_sync, services, new)
+        await run_in_threadpool(_persist_sync, services, new, tenant)
 
 
-def _persist_sync(services: Services, inputs: list[DecodedInput]) -> None:
+def _persist_sync(services: Services, inputs: list[DecodedInput], tenant: str | None) -> None:
     for d in inputs:
-        services.blobs.put(d.id, encode_png(d.image))
+        services.blobs.put(d.id, encode_png(d.image), tenant=tenant)
 
 
-def _existing(services: Services, image_id: str, field: str) -> Image.Image:
-    data = services.blobs.get(image_id) if valid_image_id(image_id) else None
+def _existing(services: Services, image_id: str, field: str, tenant: str | None) -> Image.Image:
+    data = services.blobs.get(image_id, tenant=tenant) if valid_image_id(image_id) else None
     if data is None:
         raise InvalidRequest.single(field, f"no stored image with id {image_id[:64]!r}")
     return load_stored(data)

@@ -10,24 +10,22 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from sdserve.api.auth import Reader, Writer
 from sdserve.api.body import parse
 from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
-from sdserve.api.services import Services
+from sdserve.api.services import Services, services_of
 from sdserve.api.submit import get_job, submit, wait_for_terminal
 from sdserve.domain.errors import InvalidRequest, JobCanceled, NotFound, SdserveError
 from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import GenerateRequest, JobRequest, Priority
 from sdserve.queue.base import ListFilter
-from sdserve.storage.base import valid_image_id
+from sdserve.storage.base import IMAGE_CACHE_CONTROL, valid_image_id
 from sdserve.worker.registry import READY_TTL_S, ready_workers
 
 router = APIRouter()
 
-
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+__all__ = ["job_view", "router", "services_of"]
 
 
 async def job_view(services: Services, job: Job) -> dict[str, Any]:
@@ -54,18 +52,20 @@ class _JobFailed(SdserveError):
     tags=["native"],
     openapi_extra=request_body_doc(GenerateRequest),
 )
-async def generate(request: Request) -> dict[str, Any]:
+async def generate(request: Request, principal: Writer) -> dict[str, Any]:
     """Generate images and wait for them (same queue as async jobs). JSON (input images
     as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
     services = services_of(request)
     body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
-    job, _ = await submit(services, body, uploads=uploads)
-    job = await wait_for_terminal(services, job.id, services.settings.sync_timeout_seconds)
+    job, _ = await submit(services, body, uploads=uploads, owner=principal.owner)
+    timeout = services.settings.sync_timeout_seconds
+    job = await wait_for_terminal(services, job.id, timeout, principal)
     if job.status is JobStatus.canceled:
         raise JobCanceled(f"job {job.id} was canceled", job_id=job.id)
     if job.status is not JobStatus.succeeded or job.result is None:
         raise _JobFailed(job)
-    images = await run_in_threadpool(_read_images, services, [im.id for im in job.result.images])
+    ids = [im.id for im in job.result.images]
+    images = await run_in_threadpool(_read_images, services, ids, job.owner)
     return {
         "images": [base64.b64encode(data).decode() for data in images],
         "parameters": job.spec.public(),
@@ -78,10 +78,10 @@ async def generate(request: Request) -> dict[str, Any]:
     }
 
 
-def _read_images(services: Services, ids: list[str]) -> list[bytes]:
+def _read_images(services: Services, ids: list[str], tenant: str | None) -> list[bytes]:
     out = []
     for ident in ids:
-        data = services.blobs.get(ident)
+        data = services.blobs.get(ident, tenant=tenant)
         if data is None:
             raise NotFound(f"image {ident} is no longer stored")
         out.append(data)
@@ -98,6 +98,7 @@ def _read_images(services: Services, ids: list[str]) -> list[bytes]:
 async def create_job(
     request: Request,
     response: Response,
+    principal: Writer,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Queue a job and return at once; poll it or pass ``callback_url``. JSON or
@@ -111,6 +112,7 @@ async def create_job(
         uploads=uploads,
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,
+        owner=principal.owner,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
@@ -119,21 +121,23 @@ async def create_job(
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["native"])
-async def read_job(job_id: str, request: Request) -> dict[str, Any]:
+async def read_job(job_id: str, request: Request, principal: Reader) -> dict[str, Any]:
     services = services_of(request)
-    return await job_view(services, await get_job(services, job_id))
+    return await job_view(services, await get_job(services, job_id, principal))
 
 
 @router.get("/v1/jobs", response_model=JobList, tags=["native"])
 async def list_jobs(
     request: Request,
+    principal: Reader,
     status: JobStatus | None = None,
     priority: Priority | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     services = services_of(request)
-    flt = ListFilter(status=status, priority=priority, limit=limit, cursor=cursor)
+    owner = principal.owner if principal.authenticated else None  # auth off: all jobs
+    flt = ListFilter(status=status, priority=priority, owner=owner, limit=limit, cursor=cursor)
     try:
         page = await run_in_threadpool(services.queue.list_jobs, flt)
     except ValueError as exc:
@@ -143,9 +147,12 @@ async def list_jobs(
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobView, tags=["native"])
-async def cancel_job(job_id: str, request: Request, response: Response) -> dict[str, Any]:
+async def cancel_job(
+    job_id: str, request: Request, response: Response, principal: Writer
+) -> dict[str, Any]:
     """Cancel: a queued job at once, a running one at its next denoising step."""
     services = services_of(request)
+    await get_job(services, job_id, principal)  # another tenant's job: 404, untouched
     job = await run_in_threadpool(services.queue.cancel, job_id)
     services.wakeups.notify_job(job_id)
     if job.status is JobStatus.running:
@@ -154,21 +161,21 @@ async def cancel_job(job_id: str, request: Request, response: Response) -> dict[
 
 
 @router.get("/v1/images/{image_id}", tags=["native"], response_class=Response)
-async def read_image(image_id: str, request: Request) -> Response:
+async def read_image(image_id: str, request: Request, principal: Reader) -> Response:
+    """One of the caller's images (another tenant's id: 404, as an unknown one)."""
     if not valid_image_id(image_id):
-        raise NotFound(f"no image with id {image_id!r}")
+        raise NotFound(f"no image with id {image_id[:64]!r}")
     services = services_of(request)
-    data = await run_in_threadpool(services.blobs.get, image_id)
+    data = await run_in_threadpool(services.blobs.get, image_id, principal.owner)
     if data is None:
         raise NotFound(f"no image with id {image_id!r}")
     media = "image/" + image_id.rsplit(".", 1)[1]
-    return Response(
-        data, media_type=media, headers={"Cache-Control": "private, max-age=31536000, immutable"}
-    )
+    # Private and short: a shared cache never keeps it, a deleted image soon goes.
+    return Response(data, media_type=media, headers={"Cache-Control": IMAGE_CACHE_CONTROL})
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["native"])
-async def list_models(request: Request) -> dict[str, Any]:
+async def list_models(request: Request, principal: Reader) -> dict[str, Any]:
     services = services_of(request)
     loaded: set[str] = set()
     for state in await run_in_threadpool(services.registry.live, READY_TTL_S):

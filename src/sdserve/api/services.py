@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from starlette.requests import Request
 
 from sdserve.config import Settings
 from sdserve.engine.catalog import Catalog
 from sdserve.observability.metrics import ApiMetrics
 from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
+from sdserve.security.base import KeyStore
+from sdserve.security.memory import MemoryKeyStore
+from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.worker.registry import WorkerRegistry, build_registry
@@ -25,6 +32,10 @@ class Services:
     webhook_policy: AddressPolicy
     webhook_secret: str
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    keys: KeyStore = field(default_factory=MemoryKeyStore)
+    server_key: ServerKey = field(default_factory=ServerKey.ephemeral)
+    # Key expiry and revocation are judged by this clock (tests step it, never sleep).
+    clock: Callable[[], float] = time.time
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -36,14 +47,23 @@ class Services:
         self.wakeups.close()
         self.queue.close()
         self.registry.close()
+        self.keys.close()
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 def build_services(settings: Settings) -> Services:
     from sdserve.queue.factory import build_queue, build_wakeups
+    from sdserve.security.factory import build_keystore
+    from sdserve.security.server_key import load_server_key
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(
         settings=settings,
         queue=build_queue(settings),
@@ -53,4 +73,6 @@ def build_services(settings: Settings) -> Services:
         registry=build_registry(settings),
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=load_or_create_secret(settings),
+        keys=build_keystore(settings),
+        server_key=server_key,
     )

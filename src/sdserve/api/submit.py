@@ -11,6 +11,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from sdserve.api import inputs
+from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
 from sdserve.api.services import Services
 from sdserve.config import Settings
@@ -26,6 +27,7 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
 @dataclass
@@ -168,22 +170,22 @@ def check_task_fields(req: GenerateRequest, image_given: bool = False) -> None:
 
 
 async def decode_inputs(
-    services: Services, req: GenerateRequest, uploads: Uploads
+    services: Services, req: GenerateRequest, uploads: Uploads, owner: str | None
 ) -> tuple[DecodedInput | None, DecodedInput | None]:
     max_bytes = services.settings.max_input_bytes
     raw_image = inputs.raw_input(
         "image", req.image, req.image_id, uploads.files.get("image"), max_bytes
     )
     raw_mask = inputs.raw_input("mask", req.mask, req.mask_id, uploads.files.get("mask"), max_bytes)
-    image = await inputs.decode(services, raw_image) if raw_image else None
+    image = await inputs.decode(services, raw_image, tenant=owner) if raw_image else None
     mask = None
     if raw_mask is not None and image is not None:
-        mask = await inputs.decode(services, raw_mask, mask_size=image.size)
+        mask = await inputs.decode(services, raw_mask, tenant=owner, mask_size=image.size)
     return image, mask
 
 
 async def prepare(
-    services: Services, req: GenerateRequest, uploads: Uploads | None = None
+    services: Services, req: GenerateRequest, uploads: Uploads | None, owner: str | None
 ) -> tuple[JobSpec, list[DecodedInput]]:
     """Validate and resolve a request into its JobSpec; the decoded inputs still need
     ``inputs.persist`` before the job is enqueued."""
@@ -197,7 +199,7 @@ async def prepare(
     )
     check_task_fields(with_uploads)
     info = model_for_task(req.model, req.task, services)
-    image, mask = await decode_inputs(services, req, uploads)
+    image, mask = await decode_inputs(services, req, uploads, owner)
     spec = resolve_spec(req, info, services.settings, image.size if image else None)
     spec = spec.model_copy(
         update={"image": image.id if image else None, "mask": mask.id if mask else None}
@@ -212,9 +214,9 @@ async def submit(
     uploads: Uploads | None = None,
     callback_url: str | None = None,
     idempotency_key: str | None = None,
-    owner: str | None = None,
+    owner: str | None,
 ) -> tuple[Job, bool]:
-    spec, decoded = await prepare(services, req, uploads)
+    spec, decoded = await prepare(services, req, uploads, owner)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -223,13 +225,13 @@ async def submit(
         body["uploads"] = uploads.fingerprint()
     new = NewJob(
         spec=spec,
-        callback_url=callback_url,
+        callback_url=seal_callback(services, callback_url),
         idempotency_key=idempotency_key,
         request_hash=request_fingerprint(body),
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded)
+    await inputs.persist(services, decoded, owner)
     job, created = await run_in_threadpool(services.queue.enqueue, new)
     if created:
         services.wakeups.notify_workers()
@@ -245,24 +247,36 @@ async def check_callback(services: Services, callback_url: str | None) -> None:
         await run_in_threadpool(validate_callback_url, callback_url, services.webhook_policy)
 
 
+def seal_callback(services: Services, callback_url: str | None) -> str | None:
+    """The URL as the job store keeps it: sealed, since a receiver's URL often carries
+    its token; the webhook dispatcher opens it to send."""
+    if callback_url is None:
+        return None
+    return services.server_key.sealer.seal(callback_url, CALLBACK_PURPOSE)
+
+
 def check_idempotency_key(key: str | None) -> None:
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest.single("Idempotency-Key", "must be 1 to 255 characters", 255)
 
 
-async def get_job(services: Services, job_id: str) -> Job:
+async def get_job(services: Services, job_id: str, viewer: Principal) -> Job:
+    """The job, if ``viewer`` may see it; another tenant's job is "no job", as one that
+    does not exist (a 404, never a 403 that confirms the id)."""
     job = await run_in_threadpool(services.queue.get, job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id!r}")
+    if job is None or not viewer.can_see(job.owner):
+        raise NotFound(f"no job with id {job_id[:64]!r}")
     return job
 
 
-async def wait_for_terminal(services: Services, job_id: str, timeout: float) -> Job:
+async def wait_for_terminal(
+    services: Services, job_id: str, timeout: float, viewer: Principal
+) -> Job:
     """Wait until the job ends; wake-ups make this prompt, polling makes it safe."""
     deadline = time.monotonic() + timeout
     poll = services.settings.poll_interval_ms / 1000
     while True:
-        job = await get_job(services, job_id)
+        job = await get_job(services, job_id, viewer)
         if job.status.terminal:
             return job
         remaining = deadline - time.monotonic()

@@ -23,6 +23,7 @@ from sdserve.api.submit import (
     check_task_fields,
     model_for_task,
     resolve_spec,
+    seal_callback,
 )
 from sdserve.domain.errors import FieldProblem, InvalidRequest
 from sdserve.domain.requests import (
@@ -63,7 +64,7 @@ def _source(step: WorkflowStepRequest, index: int, has_original: bool) -> StepIn
 
 
 async def resolve(
-    services: Services, req: WorkflowRequest, uploads: Uploads
+    services: Services, req: WorkflowRequest, uploads: Uploads, owner: str | None
 ) -> tuple[list[WorkflowStep], list[DecodedInput]]:
     max_bytes = services.settings.max_input_bytes
     unknown = set(uploads.files) - {"image"} - {f"mask_{i}" for i in range(len(req.steps))}
@@ -72,7 +73,7 @@ async def resolve(
             sorted(unknown)[0], "unexpected file part (image, or mask_<step index>)"
         )
     raw = inputs.raw_input("image", req.image, req.image_id, uploads.files.get("image"), max_bytes)
-    original = await inputs.decode(services, raw) if raw else None
+    original = await inputs.decode(services, raw, tenant=owner) if raw else None
     decoded: list[DecodedInput] = [original] if original else []
     steps: list[WorkflowStep] = []
     previous: tuple[int, int] | None = None
@@ -95,7 +96,7 @@ async def resolve(
             if source is StepInput.given:
                 raw_own = inputs.raw_input("image", step.image, step.image_id, None, max_bytes)
                 assert raw_own is not None
-                image = await inputs.decode(services, raw_own)
+                image = await inputs.decode(services, raw_own, tenant=owner)
                 decoded.append(image)
             in_size = {
                 StepInput.none: None,
@@ -106,7 +107,7 @@ async def resolve(
             mask = None
             raw_mask = inputs.raw_input("mask", step.mask, step.mask_id, mask_upload, max_bytes)
             if raw_mask is not None and in_size is not None:
-                mask = await inputs.decode(services, raw_mask, mask_size=in_size)
+                mask = await inputs.decode(services, raw_mask, tenant=owner, mask_size=in_size)
                 decoded.append(mask)
             as_step = step.model_copy(update={"priority": req.priority})
             spec = resolve_spec(as_step, info, services.settings, in_size)
@@ -131,22 +132,22 @@ async def submit_workflow(
     uploads: Uploads,
     *,
     idempotency_key: str | None = None,
-    owner: str | None = None,
+    owner: str | None,
 ) -> tuple[Workflow, bool]:
-    steps, decoded = await resolve(services, req, uploads)
+    steps, decoded = await resolve(services, req, uploads, owner)
     await check_callback(services, req.callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
     body["uploads"] = uploads.fingerprint()
     new = NewWorkflow(
         steps=steps,
-        callback_url=req.callback_url,
+        callback_url=seal_callback(services, req.callback_url),
         idempotency_key=idempotency_key,
         request_hash=request_fingerprint(body),
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded)
+    await inputs.persist(services, decoded, owner)
     wf, created = await run_in_threadpool(services.queue.enqueue_workflow, new)
     if created:
         services.wakeups.notify_workers()

@@ -4,6 +4,7 @@ connection errors (the idempotency key makes a retried submit safe)."""
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
 from typing import Any
@@ -32,8 +33,11 @@ class Client:
         timeout: float = 300.0,
         retries: int = 3,
     ) -> None:
+        """``api_key``: sk-... (default: $SDSERVE_API_KEY; none with auth off)."""
+        api_key = api_key if api_key is not None else os.environ.get("SDSERVE_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+        self._timeout = timeout
         self.retries = retries
 
     def __enter__(self) -> Client:
@@ -98,8 +102,20 @@ class Client:
         return job
 
     def image(self, image_id_or_url: str) -> bytes:
-        path = image_id_or_url if "/" in image_id_or_url else f"/v1/images/{image_id_or_url}"
-        return self._request("GET", path).content
+        """An image by id, API link, or another absolute URL (a pre-signed one: fetched
+        without this client's key, which must only ever go to the service)."""
+        target = image_id_or_url if "/" in image_id_or_url else f"/v1/images/{image_id_or_url}"
+        url, base = httpx.URL(target), self._http.base_url
+        if url.is_absolute_url and (url.scheme, url.host, url.port) != (
+            base.scheme,
+            base.host,
+            base.port,
+        ):
+            resp = httpx.get(url, timeout=self._timeout)
+            if resp.status_code >= 400:
+                raise ApiError(resp.status_code, _json(resp))
+            return resp.content
+        return self._request("GET", target).content
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import uuid
 from enum import StrEnum
 from typing import Any
@@ -134,7 +135,11 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
-def image_id(job_id: str, index: int, fmt: OutputFormat) -> str:
-    """Deterministic per job and index, so a retried job overwrites its own outputs."""
-    digest = hashlib.sha256(f"{job_id}:{index}".encode()).hexdigest()[:32]
+def image_id(job_id: str, index: int, fmt: OutputFormat, key: bytes) -> str:
+    """Deterministic per job and index, so a retried job overwrites its own outputs;
+    keyed (HMAC-SHA256 with the server's image-id key, 128 bits kept), so nobody who
+    knows a job id can work out its images' ids without the key."""
+    if not key:
+        raise ValueError("image ids need the server's image-id key")
+    digest = hmac.new(key, f"{job_id}:{index}".encode(), hashlib.sha256).hexdigest()[:32]
     return f"{digest}.{fmt.value}"

@@ -138,7 +138,29 @@ CREATE INDEX workflows_idempotency ON workflows (idempotency_key, owner)
     WHERE idempotency_key IS NOT NULL;
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# v3: API keys (only a hash of each secret) and per-tenant settings (a sealed webhook
+# secret); written by security/sqlite.py, which shares this file and its migrations.
+_V3 = """
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    secret_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    rotated_to TEXT
+);
+CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at);
+CREATE TABLE tenants (
+    name TEXT PRIMARY KEY,
+    webhook_secret TEXT,
+    updated_at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from sdserve.storage.base import checked_image_id
+from sdserve.storage.base import blob_key
 
 
 class LocalBlobStore:
@@ -14,12 +14,11 @@ class LocalBlobStore:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, image_id: str) -> Path:
-        image_id = checked_image_id(image_id)
-        return self.root / image_id[:2] / image_id
+    def _path(self, image_id: str, tenant: str | None) -> Path:
+        return self.root.joinpath(*blob_key(image_id, tenant).split("/"))
 
-    def put(self, image_id: str, data: bytes) -> None:
-        path = self._path(image_id)
+    def put(self, image_id: str, data: bytes, tenant: str | None = None) -> None:
+        path = self._path(image_id, tenant)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename so a reader never sees half an image.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -31,22 +30,22 @@ class LocalBlobStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def get(self, image_id: str) -> bytes | None:
+    def get(self, image_id: str, tenant: str | None = None) -> bytes | None:
         try:
-            return self._path(image_id).read_bytes()
+            return self._path(image_id, tenant).read_bytes()
         except FileNotFoundError:
             return None
 
-    def delete(self, image_id: str) -> bool:
+    def delete(self, image_id: str, tenant: str | None = None) -> bool:
         try:
-            self._path(image_id).unlink()
+            self._path(image_id, tenant).unlink()
             return True
         except FileNotFoundError:
             return False
 
-    def exists(self, image_id: str) -> bool:
-        return self._path(image_id).exists()
+    def exists(self, image_id: str, tenant: str | None = None) -> bool:
+        return self._path(image_id, tenant).exists()
 
-    def url(self, image_id: str, ttl_seconds: int) -> str | None:
-        checked_image_id(image_id)
+    def url(self, image_id: str, ttl_seconds: int, tenant: str | None = None) -> str | None:
+        blob_key(image_id, tenant)
         return None  # served by the API

@@ -5,35 +5,35 @@ from __future__ import annotations
 
 import threading
 
-from sdserve.storage.base import checked_image_id
+from sdserve.storage.base import blob_key
 
 
 class MemoryBlobStore:
     def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, bytes] = {}  # by blob_key
         self._lock = threading.Lock()
 
-    def put(self, image_id: str, data: bytes) -> None:
-        key = checked_image_id(image_id)
+    def put(self, image_id: str, data: bytes, tenant: str | None = None) -> None:
+        key = blob_key(image_id, tenant)
         frozen = bytes(data)  # a caller's bytearray must not change what we store
         with self._lock:
             self._blobs[key] = frozen
 
-    def get(self, image_id: str) -> bytes | None:
-        key = checked_image_id(image_id)
+    def get(self, image_id: str, tenant: str | None = None) -> bytes | None:
+        key = blob_key(image_id, tenant)
         with self._lock:
             return self._blobs.get(key)
 
-    def delete(self, image_id: str) -> bool:
-        key = checked_image_id(image_id)
+    def delete(self, image_id: str, tenant: str | None = None) -> bool:
+        key = blob_key(image_id, tenant)
         with self._lock:
             return self._blobs.pop(key, None) is not None
 
-    def exists(self, image_id: str) -> bool:
-        key = checked_image_id(image_id)
+    def exists(self, image_id: str, tenant: str | None = None) -> bool:
+        key = blob_key(image_id, tenant)
         with self._lock:
             return key in self._blobs
 
-    def url(self, image_id: str, ttl_seconds: int) -> str | None:
-        checked_image_id(image_id)
+    def url(self, image_id: str, ttl_seconds: int, tenant: str | None = None) -> str | None:
+        blob_key(image_id, tenant)
         return None  # served by the API

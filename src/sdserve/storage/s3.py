@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from sdserve.storage.base import StorageUnavailable, checked_image_id, media_type
+from sdserve.storage.base import (
+    IMAGE_CACHE_CONTROL,
+    StorageUnavailable,
+    blob_key,
+    checked_image_id,
+    media_type,
+)
 
 try:
     import boto3
@@ -22,8 +28,6 @@ except ImportError as exc:  # pragma: no cover - exercised through the factory's
 
 T = TypeVar("T")
 _MISSING = {"404", "NoSuchKey", "NotFound"}
-# The same header the API sends for /v1/images: an id names one job's output slot.
-_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 class _Raise:
@@ -54,8 +58,9 @@ def make_client(endpoint_url: str | None, region: str | None) -> Any:
 
 
 class S3BlobStore:
-    """Objects live at ``<prefix><id[:2]>/<id>``: the two hex characters spread keys
-    over S3's per-prefix request-rate partitions, as the local store spreads files."""
+    """Objects live at ``<prefix><blob_key>`` (``<id[:2]>/<id>``, under
+    ``tenants/<tenant>/`` for a tenant's): the two hex characters spread keys over
+    S3's per-prefix request-rate partitions, as the local store spreads files."""
 
     def __init__(
         self, client: Any, bucket: str, prefix: str = "", presign_client: Any = None
@@ -67,9 +72,8 @@ class S3BlobStore:
         # reach (e.g. localhost:9000) while the service talks to minio:9000.
         self.presign_client = presign_client or client
 
-    def key(self, image_id: str) -> str:
-        image_id = checked_image_id(image_id)
-        return f"{self.prefix}{image_id[:2]}/{image_id}"
+    def key(self, image_id: str, tenant: str | None = None) -> str:
+        return self.prefix + blob_key(image_id, tenant)
 
     def _call(self, what: str, fn: Callable[[], T], if_missing: T | _Raise = _RAISE) -> T:
         """Run one S3 request; a missing key gives ``if_missing`` (when given), any
@@ -125,21 +129,21 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise StorageUnavailable(f"cannot create S3 bucket {self.bucket!r}: {exc}") from exc
 
-    def put(self, image_id: str, data: bytes) -> None:
-        key = self.key(image_id)
+    def put(self, image_id: str, data: bytes, tenant: str | None = None) -> None:
+        key = self.key(image_id, tenant)
         self._call(
             f"put {key}",
             lambda: self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=bytes(data),
-                ContentType=media_type(image_id),
-                CacheControl=_CACHE_CONTROL,
+                ContentType=media_type(checked_image_id(image_id)),
+                CacheControl=IMAGE_CACHE_CONTROL,
             ),
         )
 
-    def get(self, image_id: str) -> bytes | None:
-        key = self.key(image_id)
+    def get(self, image_id: str, tenant: str | None = None) -> bytes | None:
+        key = self.key(image_id, tenant)
 
         def read() -> bytes | None:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
@@ -147,8 +151,8 @@ class S3BlobStore:
 
         return self._call(f"get {key}", read, if_missing=None)
 
-    def exists(self, image_id: str) -> bool:
-        key = self.key(image_id)
+    def exists(self, image_id: str, tenant: str | None = None) -> bool:
+        key = self.key(image_id, tenant)
 
         def head() -> bool:
             self.client.head_object(Bucket=self.bucket, Key=key)
@@ -156,16 +160,16 @@ class S3BlobStore:
 
         return self._call(f"head {key}", head, if_missing=False)
 
-    def delete(self, image_id: str) -> bool:
+    def delete(self, image_id: str, tenant: str | None = None) -> bool:
         # S3's DELETE succeeds whether or not the key exists, so "was it there" needs a
         # HEAD first; two racing deleters may both see True, which callers tolerate.
-        existed = self.exists(image_id)
-        key = self.key(image_id)
+        existed = self.exists(image_id, tenant)
+        key = self.key(image_id, tenant)
         self._call(f"delete {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
         return existed
 
-    def url(self, image_id: str, ttl_seconds: int) -> str | None:
-        key = self.key(image_id)
+    def url(self, image_id: str, ttl_seconds: int, tenant: str | None = None) -> str | None:
+        key = self.key(image_id, tenant)
         return cast(
             str,
             self._call(

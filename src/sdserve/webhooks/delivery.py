@@ -27,9 +27,11 @@ import httpx
 from sdserve.config import Settings
 from sdserve.domain.errors import InvalidRequest
 from sdserve.queue.base import OutboxEntry
+from sdserve.security.server_key import SealError
 from sdserve.webhooks import backoff
 from sdserve.webhooks.guard import AddressPolicy, DestinationRefused, validate_callback_url
 from sdserve.webhooks.signing import load_or_create_secret, sign
+from sdserve.webhooks.tenants import Delivery, DeliveryResolver
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +201,8 @@ class Outbox(Protocol):
 
 
 def encode_payload(payload: dict[str, object]) -> bytes:
-    """The exact bytes signed and sent. The payload (the job's public view, event
-    type included) is serialized as is, never modified."""
+    """The exact bytes signed and sent: the payload (the job's public view, event type
+    included, links made absolute by the resolver) serialized as is."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -225,10 +227,14 @@ class WebhookDispatcher:
         poll_interval: float = 1.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        resolver: DeliveryResolver | None = None,
     ) -> None:
         self.queue = queue
         self.sender = sender
         self.secret = secret
+        # Opens sealed URLs, picks the tenant's secret, makes links absolute. Without
+        # one, entries are sent as stored and signed with ``secret``.
+        self.resolver = resolver
         self.max_attempts = settings.webhook_max_attempts
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -250,10 +256,17 @@ class WebhookDispatcher:
         return cls(queue, WebhookSender.from_settings(settings), secret, settings)
 
     def deliver(self, entry: OutboxEntry) -> DeliveryOutcome:
-        body = encode_payload(entry.payload)
-        headers = sign(self.secret, entry.id, self.clock(), body)
+        if self.resolver is None:
+            delivery = Delivery(entry.url, entry.payload, self.secret)
+        else:
+            try:
+                delivery = self.resolver.resolve(entry)
+            except SealError as exc:  # no retry opens it: another secret key sealed it
+                return DeliveryOutcome(False, error=_clip(exc.message), refused=True)
+        body = encode_payload(delivery.payload)
+        headers = sign(delivery.secret, entry.id, self.clock(), body)
         headers["content-type"] = "application/json"
-        return self.sender.send(entry.url, body, headers)
+        return self.sender.send(delivery.url, body, headers)
 
     def run_once(self, now: float | None = None) -> int:
         """Try every entry due at ``now``; returns how many were tried."""

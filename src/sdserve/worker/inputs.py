@@ -42,29 +42,30 @@ class InputCache:
 
     def __init__(self, blobs: BlobStore) -> None:
         self.blobs = blobs
-        self._raw: dict[str, Image.Image] = {}
-        self._fitted: dict[tuple[str, tuple[int, int], bool], Image.Image] = {}
+        self._raw: dict[tuple[str | None, str], Image.Image] = {}  # by (tenant, id)
+        self._fitted: dict[tuple[str | None, str, tuple[int, int], bool], Image.Image] = {}
         self._size_of: dict[str, tuple[int, int]] = {}
 
     def preload(self, job: Job) -> None:
         spec = job.spec
         if spec.image is None:
             return
-        image = self._read(spec.image)
+        image = self._read(spec.image, job.owner)
         target = input_size(spec, image.size)
         self._size_of[job.id] = target
-        self._fitted[(spec.image, target, False)] = fit(image, target, False)
+        self._fitted[(job.owner, spec.image, target, False)] = fit(image, target, False)
         if spec.mask is not None:
-            mask = self._read(spec.mask).convert("L")
-            self._fitted[(spec.mask, target, True)] = fit(mask, target, True)
+            mask = self._read(spec.mask, job.owner).convert("L")
+            self._fitted[(job.owner, spec.mask, target, True)] = fit(mask, target, True)
 
-    def _read(self, blob_id: str) -> Image.Image:
-        hit = self._raw.get(blob_id)
+    def _read(self, blob_id: str, tenant: str | None) -> Image.Image:
+        """An input of a job of ``tenant``: it is read from that tenant's images only."""
+        hit = self._raw.get((tenant, blob_id))
         if hit is None:
-            data = self.blobs.get(blob_id)
+            data = self.blobs.get(blob_id, tenant=tenant)
             if data is None:
                 raise InputUnavailable(f"input image {blob_id} is no longer stored")
-            hit = self._raw[blob_id] = load_stored(data)
+            hit = self._raw[(tenant, blob_id)] = load_stored(data)
         return hit
 
     def load(self, job: Job) -> tuple[Image.Image | None, Image.Image | None]:
@@ -73,6 +74,6 @@ class InputCache:
         if spec.image is None:
             return None, None
         target = self._size_of[job.id]
-        image = self._fitted[(spec.image, target, False)]
-        mask = self._fitted[(spec.mask, target, True)] if spec.mask is not None else None
+        image = self._fitted[(job.owner, spec.image, target, False)]
+        mask = self._fitted[(job.owner, spec.mask, target, True)] if spec.mask is not None else None
         return image, mask

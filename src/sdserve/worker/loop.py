@@ -53,6 +53,8 @@ class Worker:
         wakeups: WakeupBus,
         config: WorkerConfig,
         worker_id: str | None = None,
+        *,
+        image_key: bytes,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -60,6 +62,7 @@ class Worker:
         self.wakeups = wakeups
         self.config = config
         self.id = worker_id or new_worker_id()
+        self.image_key = image_key  # ServerKey.image_key: output ids are HMACs with it
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -186,8 +189,8 @@ class Worker:
         fmt = job.spec.output_format
         refs: list[ImageRef] = []
         for index, (image, seed) in enumerate(zip(item.images, job.spec.seeds, strict=True)):
-            ident = image_id(job.id, index, fmt)
-            self.blobs.put(ident, encode_image(image, fmt))
+            ident = image_id(job.id, index, fmt, self.image_key)
+            self.blobs.put(ident, encode_image(image, fmt), tenant=job.owner)
             refs.append(ImageRef(id=ident, seed=seed))
         result = JobResult(
             images=refs,

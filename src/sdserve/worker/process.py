@@ -12,6 +12,7 @@ import threading
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.registry import WorkerState, build_registry
@@ -49,6 +50,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     from sdserve.engine.device import pick_device  # torch: only in workers
     from sdserve.engine.pipelines import DiffusersEngine
 
+    image_key = load_server_key(settings).image_key  # a missing key fails before loading
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
@@ -86,7 +88,13 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     registry.publish(state)
     log.info("worker %s ready", state.id)
     worker = Worker(
-        queue, engine, build_blobs(settings), wakeups, worker_config(settings), state.id
+        queue,
+        engine,
+        build_blobs(settings),
+        wakeups,
+        worker_config(settings),
+        state.id,
+        image_key=image_key,
     )
     try:
         worker.run(stop)
