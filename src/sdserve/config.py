@@ -54,10 +54,24 @@ class Settings(BaseSettings):
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles (large images).")
     cpu_offload: bool = Field(False, description="Model CPU offload (low VRAM).")
     torch_compile: bool = Field(False, description="torch.compile the UNet; warmed before ready.")
+    torch_compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default",
+        description="torch.compile mode (reduce-overhead: CUDA graphs, for fixed shapes).",
+    )
+    compile_vae: bool = Field(
+        False, description="With torch_compile, also compile the VAE decoder."
+    )
+    channels_last: bool = Field(
+        False, description="UNet and VAE in channels-last memory format (faster convs on GPU)."
+    )
+    fuse_qkv: bool = Field(
+        False, description="Fuse attention Q/K/V projections into one matmul (UNet and VAE)."
+    )
     batch_invariant: Literal["auto", "on", "off"] = Field(
         "auto",
-        description="Run the UNet one row at a time so batched images are bit-identical "
-        "to single ones (auto: on for CPU, off for CUDA where batching throughput wins).",
+        description="Run the UNet in fixed-shape micro-batches (one image's guidance pair) "
+        "so batched images are bit-identical to single ones (auto: on for CPU, off for "
+        "CUDA where batching throughput wins).",
     )
     upscale_tile_size: int = Field(
         256,

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from sdserve.config import Settings
+from sdserve.engine.microbatch import wrap_unet
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,22 @@ def apply_optimisations(pipe: Any, settings: Settings, device: torch.device) -> 
         vae.enable_slicing()
     if vae is not None and settings.vae_tiling:
         vae.enable_tiling()
+    if settings.fuse_qkv and hasattr(pipe, "fuse_qkv_projections"):
+        # One GEMM instead of three per attention block; numerics move by float
+        # rounding only (tests/unit/test_engine_options.py bounds it).
+        pipe.fuse_qkv_projections()
+    if settings.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        if vae is not None:
+            vae.to(memory_format=torch.channels_last)
     if settings.torch_compile:
-        # Compile only the UNet: it is where the time goes, and compiling the rest
-        # costs start-up time for little gain. The caller warms it up before ready.
-        compiled = torch.compile(pipe.unet)
+        # The UNet is where the time goes; the VAE decoder is opt-in (compile_vae).
+        # The caller warms both up before ready.
+        compiled = torch.compile(pipe.unet, mode=settings.torch_compile_mode)
         _contiguous_sample(compiled)
         pipe.unet = compiled
+        if vae is not None and settings.compile_vae:
+            vae.decoder = torch.compile(vae.decoder, mode=settings.torch_compile_mode)
     return pipe
 
 
@@ -137,51 +148,13 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _row(value: Any, i: int, n: int) -> Any:
-    """Row ``i`` of a batched argument: tensors (and dicts of them) with batch dim n."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n:
-        return value[i : i + 1]
-    if isinstance(value, dict):
-        return {k: _row(v, i, n) for k, v in value.items()}
-    return value
-
-
 def make_batch_invariant(pipe: Any) -> None:
-    """Run the UNet one row at a time and decode the VAE one image at a time.
-
-    Why: convolutions (oneDNN and the im2col GEMM path alike) pick kernels and
-    blocking by the batch size, so a row computed in a batch of 6 differs from the same
-    row alone in the last float bits (measured ~1e-6 on the UNet output), which after
-    20 steps and the VAE shows up as +-1 pixel values. With a fixed micro-batch of one
-    row every call has the same shape, and image k of a job is bit-identical however
-    it was batched. Text encoding is already per prompt (see pipelines.py). On CPU
-    this costs little (the CPU is saturated by one row of a real model anyway); on a
-    GPU it gives up batching throughput, so there it is opt-in.
+    """Run the UNet in fixed-shape micro-batches (one image's guidance pair, or one
+    row; engine/microbatch.py) and decode the VAE one image at a time, so image k of a
+    job is bit-identical however it was batched. Text encoding is already per prompt
+    (see pipelines.py). On a GPU this gives up batching throughput, so there it is
+    opt-in.
     """
-    unet = pipe.unet
-    if getattr(unet, "_sdserve_rowwise", False):
-        return
-    forward = unet.forward
-
-    def rowwise(sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        n = sample.shape[0]
-        if n == 1:
-            return forward(sample, *args, **kwargs)
-        outs = [
-            forward(
-                sample[i : i + 1],
-                *(_row(a, i, n) for a in args),
-                **{k: _row(v, i, n) for k, v in kwargs.items()},
-            )
-            for i in range(n)
-        ]
-        first = outs[0]
-        if isinstance(first, tuple):
-            return (torch.cat([o[0] for o in outs]),)
-        first.sample = torch.cat([o.sample for o in outs])
-        return first
-
-    unet.forward = rowwise
-    unet._sdserve_rowwise = True
+    wrap_unet(pipe.unet)
     if getattr(pipe, "vae", None) is not None:
         pipe.vae.enable_slicing()  # decodes z.split(1): one image per call

@@ -63,6 +63,7 @@ from sdserve.engine.device import (
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
 from sdserve.engine.loader import load_pipeline
+from sdserve.engine.microbatch import guidance_pairs
 from sdserve.engine.schedulers import make_scheduler
 from sdserve.engine.tasks import AllCanceled, LoadedModel, Progress, task_pipeline
 from sdserve.engine.upscale import is_latent_upscaler, run_upscale
@@ -289,7 +290,8 @@ class DiffusersEngine:
         pipe: Any = None
         try:
             pipe = task_pipeline(model, req.task, self.settings)
-            with torch.inference_mode():
+            pairs = _uses_cfg(pipe, req.task, req.guidance_scale)
+            with torch.inference_mode(), guidance_pairs(pipe, pairs):
                 pipe.scheduler = make_scheduler(req.scheduler, model.scheduler_config)
                 images = self._call(model, pipe, req, progress)
         except AllCanceled:
