@@ -238,5 +238,55 @@ def requeue(job_id: Annotated[str, typer.Argument(help="A dead-lettered job id")
     typer.echo(f"{job.id} is {job.status.value} again")
 
 
+@jobs_app.command("redrive")
+def redrive(job_id: Annotated[str, typer.Argument(help="A dead-lettered job id")]) -> None:
+    """Same as `requeue`: give a dead-lettered job a fresh set of attempts."""
+    requeue(job_id)
+
+
+@jobs_app.command("inspect")
+def inspect_job(job_id: Annotated[str, typer.Argument(help="A job id")]) -> None:
+    """A job as stored (JSON): status, attempts, error, request — for a dead letter."""
+    import json
+
+    from sdserve.queue.factory import build_queue
+
+    queue = build_queue(_settings())
+    try:
+        job = queue.get(job_id)
+    finally:
+        queue.close()
+    if job is None:
+        typer.echo(f"error: job {job_id} not found", err=True)
+        raise typer.Exit(1)
+    view = job.model_dump(mode="json", exclude={"request_hash"})
+    typer.echo(json.dumps(view, indent=2, sort_keys=True))
+
+
+@jobs_app.command("purge")
+def purge(
+    job_id: Annotated[str | None, typer.Argument(help="A dead-lettered job id")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Purge every dead letter")] = False,
+) -> None:
+    """Take dead letters off the list (the jobs stay failed in the history)."""
+    from sdserve.domain.errors import SdserveError
+    from sdserve.queue.factory import build_queue
+
+    if (job_id is None) == (not all_):
+        typer.echo("error: give a job id or --all (not both)", err=True)
+        raise typer.Exit(2)
+    queue = build_queue(_settings())
+    try:
+        ids = [job_id] if job_id else [j.id for j in queue.dead_letters(1_000_000)]
+        for ident in ids:
+            queue.purge_dead_letter(ident)
+    except SdserveError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        queue.close()
+    typer.echo(f"purged {len(ids)} dead letter(s)")
+
+
 def main() -> None:
     app()

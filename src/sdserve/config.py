@@ -120,6 +120,33 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(10_000, ge=1, description="Queued jobs before 503.")
     workers: int = Field(1, ge=1, description="Worker processes `sdserve serve` runs.")
     poll_interval_ms: int = Field(250, ge=1, description="Fallback poll when no wake-up arrives.")
+    drain_seconds: float = Field(
+        25.0,
+        ge=0,
+        description="Worker SIGTERM grace: a running batch that will not finish in it is "
+        "released at once (not a failed attempt). Keep below the pod's grace period.",
+    )
+    api_drain_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="API SIGTERM grace: waiting /v1/generate clients get their result or a "
+        "503 shutting_down within it.",
+    )
+    worker_metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="Worker /healthz, /readyz and /metrics port (0 = any free port; "
+        "`serve` gives worker i this port + i).",
+    )
+    engine: Literal["diffusers", "fake"] = Field(
+        "diffusers",
+        description="Worker engine; fake draws gradients with no model (tests, chaos, "
+        "benchmarks of the queue).",
+    )
+    fake_step_ms: float = Field(
+        0.0, ge=0, description="Fake engine: milliseconds slept per denoising step (a GPU)."
+    )
     affinity_max_wait_ms: int = Field(
         2000,
         ge=0,

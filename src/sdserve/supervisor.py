@@ -7,10 +7,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sdserve.serve")
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A restarted worker that has stayed up this long is healthy again: back-off resets.
+_STABLE_S = 60.0
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -83,18 +87,29 @@ def ensure_default_model(settings: Settings) -> None:
 
 
 class WorkerSupervisor:
-    """Runs N worker processes and restarts any that die."""
+    """Runs N worker processes and restarts any that die, backing off while a worker
+    keeps dying; the back-off resets once a restarted worker has been ready for
+    ``stable_s`` (a crash next week is not part of today's crash loop)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, ready_pids: Callable[[], set[int]] | None = None
+    ) -> None:
         self.settings = settings
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
         self.restarts = [0] * settings.workers
+        self.ready_since: list[float | None] = [None] * settings.workers
+        self.stable_s = _STABLE_S
+        self.ready_pids = ready_pids or _registry_ready_pids(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def _spawn(self, index: int) -> None:
         cmd = [sys.executable, "-m", "sdserve", "worker", "--embedded"]
-        self.procs[index] = subprocess.Popen(cmd, env=settings_env(self.settings))
+        env = settings_env(self.settings)
+        if self.settings.worker_metrics_port:  # one port each: worker i gets base + i
+            env["SDSERVE_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port + index)
+        self.procs[index] = subprocess.Popen(cmd, env=env)
+        self.ready_since[index] = None
         log.info("started worker %d (pid %d)", index, self.procs[index].pid)  # type: ignore[union-attr]
 
     def start(self) -> None:
@@ -104,17 +119,42 @@ class WorkerSupervisor:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
+            self.note_ready(time.monotonic())
             for i, proc in enumerate(self.procs):
                 if proc is None or proc.poll() is None or self._stop.is_set():
                     continue
-                delay = _RESTART_BACKOFF_S[min(self.restarts[i], len(_RESTART_BACKOFF_S) - 1)]
+                delay = self.next_delay(i)
                 log.error(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.returncode, delay
                 )
-                self.restarts[i] += 1
                 if self._stop.wait(delay):
                     return
                 self._spawn(i)
+
+    def next_delay(self, index: int) -> float:
+        delay = _RESTART_BACKOFF_S[min(self.restarts[index], len(_RESTART_BACKOFF_S) - 1)]
+        self.restarts[index] += 1
+        return delay
+
+    def note_ready(self, now: float) -> None:
+        """Reset the back-off of restarted workers that have been ready ``stable_s``."""
+        if not any(self.restarts):
+            return  # nothing to reset: no registry read
+        try:
+            ready = self.ready_pids()
+        except Exception:  # the registry is away: try next round
+            log.exception("reading worker readiness failed")
+            return
+        for i, proc in enumerate(self.procs):
+            if proc is None or not self.restarts[i]:
+                continue
+            if proc.pid not in ready:
+                self.ready_since[i] = None
+            elif self.ready_since[i] is None:
+                self.ready_since[i] = now
+            elif now - (self.ready_since[i] or now) >= self.stable_s:
+                log.info("worker %d ready for %.0fs: restart back-off reset", i, self.stable_s)
+                self.restarts[i] = 0
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM: workers finish their batch; past the grace period, SIGKILL (their
@@ -129,6 +169,14 @@ class WorkerSupervisor:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _registry_ready_pids(settings: Settings) -> Callable[[], set[int]]:
+    from sdserve.worker.registry import READY_TTL_S, build_registry
+
+    registry = build_registry(settings)
+    host = socket.gethostname()
+    return lambda: {s.pid for s in registry.live(READY_TTL_S) if s.ready and s.host in ("", host)}
 
 
 def _require_shared_backend(settings: Settings) -> None:
@@ -175,7 +223,7 @@ def serve(settings: Settings) -> None:
     try:
         _run_api(settings, services)
     finally:
-        supervisor.stop()
+        supervisor.stop(grace=settings.drain_seconds + 5)
         lock.close()
 
 
@@ -187,18 +235,9 @@ def api_only(settings: Settings) -> None:
 
 
 def _run_api(settings: Settings, services: Services) -> None:
-    import uvicorn
+    from sdserve.api.drain import DrainingServer
 
-    from sdserve.api.app import create_app
-
-    uvicorn.run(
-        create_app(services),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    DrainingServer.for_services(settings, services).run()
 
 
 def worker_main(settings: Settings, embedded: bool) -> None:

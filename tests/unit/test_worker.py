@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from sdserve.domain.errors import GenerationFailed, OutOfMemory
-from sdserve.domain.jobs import JobStatus, NewJob
+from sdserve.domain.jobs import JobStatus, NewJob, image_id
 from sdserve.domain.requests import JobSpec, OutputFormat
 from sdserve.engine.base import BatchItem, BatchOutput, BatchRequest, ItemOutput, StepCallback
 from sdserve.queue.memory import MemoryQueue
@@ -131,19 +131,28 @@ def test_a_single_image_out_of_memory_fails_the_job(tmp_path: Path) -> None:
     assert done.error is not None and done.error.type == "out_of_memory"
 
 
-def test_outputs_are_idempotent_per_job(tmp_path: Path) -> None:
-    worker, q = make_worker(tmp_path, ScriptedEngine())
+def test_a_rerun_after_a_lost_lease_writes_the_same_ids_and_one_blob_each(
+    tmp_path: Path,
+) -> None:
+    blobs_dir = tmp_path / "blobs"
+    first, q = make_worker(blobs_dir, ScriptedEngine())
+    second = Worker(
+        q, ScriptedEngine(), LocalBlobStore(blobs_dir), LocalWakeupBus(), first.config, image_key=KEY
+    )
     job = q.enqueue(NewJob(spec=spec(n=2)))[0]
-    worker.run_once()
-    first = q.get(job.id)
-    assert first is not None and first.result is not None
-    assert [im.id for im in first.result.images] == [im.id for im in first.result.images] and len(
-        {im.id for im in first.result.images}
-    ) == 2
-    # the ids derive from the job id and index: a retry writes the same blobs
-    from sdserve.domain.jobs import image_id
-
-    assert first.result.images[1].id == image_id(job.id, 1, OutputFormat.png, KEY)
+    stale = q.claim_batch(first.id, 8, 30.0).jobs
+    assert [j.id for j in stale] == [job.id]
+    assert q.reclaim_expired(every_lease=True) == [job.id]  # the first worker's lease is gone
+    assert second.run_once()  # the re-run
+    # The first worker wakes up late: it writes the same blobs, and cannot complete.
+    first.process(stale)
+    done = q.get(job.id)
+    assert done is not None and done.status is JobStatus.succeeded and done.result is not None
+    ids = [im.id for im in done.result.images]
+    assert ids == [image_id(job.id, i, OutputFormat.png, KEY) for i in range(2)]
+    assert len(set(ids)) == 2
+    stored = sorted(p.name for p in blobs_dir.rglob("*") if p.is_file())
+    assert len(stored) == 2 and all(any(i in name for i in ids) for name in stored)
 
 
 def test_run_stops_on_event(tmp_path: Path) -> None:

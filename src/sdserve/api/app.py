@@ -15,6 +15,7 @@ from sdserve.api.body_limit import BodyLimitMiddleware
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.openapi_doc import hoist_schemas
 from sdserve.api.routes_admin import router as admin_router
+from sdserve.api.routes_dead_letters import router as dead_letters_router
 from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
 from sdserve.api.routes_workflows import router as workflows_router
@@ -76,6 +77,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(events_router)
     app.include_router(workflows_router)
     app.include_router(admin_router)
+    app.include_router(dead_letters_router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,

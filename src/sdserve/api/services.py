@@ -36,6 +36,8 @@ class Services:
     server_key: ServerKey = field(default_factory=ServerKey.ephemeral)
     # Key expiry and revocation are judged by this clock (tests step it, never sleep).
     clock: Callable[[], float] = time.time
+    # SIGTERM: the monotonic time by which waiting /v1/generate calls must answer.
+    drain_deadline: float | None = None
 
     @property
     def task_models(self) -> dict[str, str]:

@@ -16,7 +16,13 @@ from sdserve.api.inputs import DecodedInput
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.domain import limits
-from sdserve.domain.errors import FieldProblem, GenerationTimeout, InvalidRequest, NotFound
+from sdserve.domain.errors import (
+    FieldProblem,
+    GenerationTimeout,
+    InvalidRequest,
+    NotFound,
+    ShuttingDown,
+)
 from sdserve.domain.jobs import Job, NewJob
 from sdserve.domain.requests import (
     GenerateRequest,
@@ -272,15 +278,25 @@ async def get_job(services: Services, job_id: str, viewer: Principal) -> Job:
 async def wait_for_terminal(
     services: Services, job_id: str, timeout: float, viewer: Principal
 ) -> Job:
-    """Wait until the job ends; wake-ups make this prompt, polling makes it safe."""
+    """Wait until the job ends; wake-ups make this prompt, polling makes it safe. While
+    the API drains (SIGTERM) the wait ends at the drain deadline with a 503."""
     deadline = time.monotonic() + timeout
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
         if job.status.terminal:
             return job
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        drain_by = services.drain_deadline
+        if drain_by is not None and now >= drain_by:
+            raise ShuttingDown(
+                f"the server is shutting down; job {job_id} is still {job.status.value} "
+                f"— poll GET /v1/jobs/{job_id}",
+                job_id=job_id,
+                status=job.status.value,
+                poll_url=f"/v1/jobs/{job_id}",
+            )
+        if now >= deadline:
             raise GenerationTimeout(
                 f"job {job_id} did not finish within {timeout:g} s; it is still "
                 f"{job.status.value} — poll GET /v1/jobs/{job_id}",
@@ -288,4 +304,7 @@ async def wait_for_terminal(
                 status=job.status.value,
                 poll_url=f"/v1/jobs/{job_id}",
             )
-        await services.wakeups.wait_job(job_id, min(remaining, poll))
+        wait = min(deadline - now, poll)
+        if drain_by is not None:
+            wait = min(wait, max(drain_by - now, 0.001))
+        await services.wakeups.wait_job(job_id, wait)

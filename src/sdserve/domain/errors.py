@@ -98,6 +98,15 @@ class GenerationTimeout(SdserveError):
     status = 504
 
 
+class ShuttingDown(SdserveError):
+    """The API is draining (SIGTERM): a waiting client's job goes on and can be polled
+    from another API process."""
+
+    type = "shutting_down"
+    status = 503
+    retryable = True
+
+
 class Unauthorized(SdserveError):
     type = "unauthorized"
     status = 401

@@ -174,6 +174,10 @@ class JobQueue(Protocol):
 
     def dead_letters(self, limit: int = 100) -> list[Job]: ...
 
+    def purge_dead_letter(self, job_id: str) -> Job:
+        """Take a job off the dead letters (it stays failed); Conflict if not there."""
+        ...
+
     def requeue_dead_letter(self, job_id: str) -> Job:
         """Operator action: give a dead-lettered job a fresh set of attempts."""
         ...

@@ -268,6 +268,14 @@ class MemoryQueue(MemoryOutbox):
         dead.sort(key=lambda j: j.finished_at or 0.0, reverse=True)
         return [j.model_copy() for j in dead[:limit]]
 
+    def purge_dead_letter(self, job_id: str) -> Job:
+        ts = now_or(None)
+        with self._lock:
+            entry = self._entries.get(job_id)
+            if entry is None:
+                raise NotFound(f"job {job_id} not found")
+            return self._store(tr.purge_dead_letter(entry.job, ts), ts).model_copy()
+
     def requeue_dead_letter(self, job_id: str) -> Job:
         ts = now_or(None)
         with self._lock:

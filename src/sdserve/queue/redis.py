@@ -344,6 +344,14 @@ class RedisQueue(RedisOutbox):
         return [j for j in self._get_many([str(i) for i in ids]) if j.status is JobStatus.failed]
 
     @_available
+    def purge_dead_letter(self, job_id: str) -> Job:
+        ts = self._now(None)
+        job = self._apply(job_id, ts, lambda j: tr.purge_dead_letter(j, ts))
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    @_available
     def requeue_dead_letter(self, job_id: str) -> Job:
         ts = self._now(None)
         job = self._apply(job_id, ts, lambda j: tr.requeue_dead_letter(j, ts))

@@ -320,6 +320,13 @@ class SqliteQueue(SqliteOutbox):
         )
         return [schema.row_to_job(r) for r in rows]
 
+    def purge_dead_letter(self, job_id: str) -> Job:
+        ts = now_or(None)
+        job = self._apply(job_id, lambda j: tr.purge_dead_letter(j, ts), ts, acknowledged=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
     def requeue_dead_letter(self, job_id: str) -> Job:
         ts = now_or(None)
         job = self._apply(job_id, lambda j: tr.requeue_dead_letter(j, ts), ts, acknowledged=True)

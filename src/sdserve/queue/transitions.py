@@ -29,10 +29,13 @@ class Outcome:
     """A decided transition: the job as it must be stored."""
 
     job: Job
+    # A change to a job that had already ended (an operator purging its dead letter):
+    # no second webhook, no second workflow step.
+    quiet: bool = False
 
     @property
     def ended(self) -> bool:
-        return self.job.status.terminal
+        return self.job.status.terminal and not self.quiet
 
     @property
     def notify_webhook(self) -> bool:
@@ -230,6 +233,14 @@ def requeue_dead_letter(job: Job, ts: float) -> Outcome:
             }
         )
     )
+
+
+def purge_dead_letter(job: Job, ts: float) -> Outcome:
+    """Operator action: take a job off the dead letters for good (it stays failed,
+    with its error, in the job history)."""
+    if not job.dead_lettered:
+        raise Conflict(f"job {job.id} is not in the dead letters")
+    return Outcome(job.model_copy(update={"dead_lettered": False, "updated_at": ts}), quiet=True)
 
 
 # --- workflows ---

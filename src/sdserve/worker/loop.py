@@ -10,6 +10,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sdserve.domain.errors import ErrorInfo, GenerationFailed, OutOfMemory, SdserveError
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
@@ -21,6 +22,9 @@ from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
 from sdserve.worker.inputs import InputCache
+
+if TYPE_CHECKING:
+    from sdserve.observability.prom import WorkerMetrics
 
 log = logging.getLogger("sdserve.worker")
 
@@ -38,6 +42,8 @@ class WorkerConfig:
     background_finish: bool = False
     # Model affinity: how long a job may be passed over for one of a loaded model.
     affinity_max_wait_s: float = DEFAULT_AFFINITY_MAX_WAIT_S
+    # SIGTERM grace: a running batch that will not be done within it is released.
+    drain_s: float = 25.0
 
 
 def new_worker_id() -> str:
@@ -70,17 +76,45 @@ class Worker:
             else None
         )
         self._pending: list[Future[None]] = []
+        self.metrics: WorkerMetrics | None = None  # set by the worker process
+        # SIGTERM: the monotonic time by which this worker must be gone (None: running).
+        self.drain_deadline: float | None = None
+        self._inflight: set[str] = set()  # job ids being generated or finished
+        self._inflight_lock = threading.Lock()
+
+    # --- shutdown ---
+    def request_drain(self) -> None:
+        """SIGTERM: claim nothing more; the running batch finishes only if it fits
+        ``drain_s`` (checked at every step), else its jobs are released."""
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + self.config.drain_s
+
+    def release_inflight(self) -> list[str]:
+        """Give the running batch back at once, its attempts refunded (a release is not
+        a failure); this worker's lease is gone, so it can no longer write results."""
+        with self._inflight_lock:
+            ids, self._inflight = sorted(self._inflight), set()
+        if ids:
+            self.queue.release(ids, self.id, refund_attempt=True)
+            for job_id in ids:
+                self.wakeups.notify_job(job_id)
+            self.wakeups.notify_workers()
+            log.warning("released %d job(s) on shutdown", len(ids))
+        return ids
 
     # --- loop ---
     def run(self, stop: threading.Event) -> None:
         log.info("worker %s started", self.id)
         while not stop.is_set():
+            if self.drain_deadline is not None:
+                break
             try:
                 if not self.run_once():
                     continue
             except Exception:  # the loop must outlive any one batch
                 log.exception("worker iteration failed")
                 stop.wait(self.config.poll_interval_s)
+        self.request_drain()
         self.flush()
         log.info("worker %s stopped", self.id)
 
@@ -111,6 +145,8 @@ class Worker:
             else:
                 self.wakeups.wait_for_work(timeout)
             return False
+        if self.metrics is not None:
+            self.metrics.claimed(claim.jobs)
         self.process(claim.jobs)
         return True
 
@@ -122,29 +158,58 @@ class Worker:
         jobs = self._drop_unloadable(jobs, inputs)
         if not jobs:
             return
+        # The heartbeat runs until the batch is encoded, stored and completed (or
+        # failed): a lease may not lapse while its results are being written.
         beat = _Heartbeat(self, [j.id for j in jobs])
         beat.start()
+        ids = {j.id for j in jobs}
+        with self._inflight_lock:
+            self._inflight |= ids
         started = time.perf_counter()
+        loaded_before = set(self.engine.loaded_models())
         try:
             output = self._generate(batch_request(jobs, inputs.load), jobs)
         except SdserveError as exc:
-            beat.stop()
+            self._end_batch(beat, ids)
             self._fail_all(jobs, exc, retryable=exc.retryable)
             return
         except Exception as exc:
-            beat.stop()
+            self._end_batch(beat, ids)
             log.exception("batch failed")
             self._fail_all(jobs, exc, retryable=True)
             return
-        beat.stop()
         elapsed = time.perf_counter() - started
+        if not self._holds(ids):  # released on shutdown: the results are not ours
+            beat.stop()
+            return
         self.batches_done += 1
+        if self.metrics is not None:
+            self.metrics.batch_done(jobs, output, elapsed, loaded_before, self.engine)
         if self._finisher is None:
-            self._finish(jobs, output, elapsed)
+            self._finish_and_end(jobs, output, elapsed, beat)
             return
         # One batch in flight at most: memory stays bounded and results stay in order.
         self.flush()
-        self._pending.append(self._finisher.submit(self._finish, jobs, output, elapsed))
+        self._pending.append(
+            self._finisher.submit(self._finish_and_end, jobs, output, elapsed, beat)
+        )
+
+    def _holds(self, ids: set[str]) -> bool:
+        with self._inflight_lock:
+            return ids <= self._inflight
+
+    def _end_batch(self, beat: _Heartbeat, ids: set[str]) -> None:
+        beat.stop()
+        with self._inflight_lock:
+            self._inflight -= ids
+
+    def _finish_and_end(
+        self, jobs: list[Job], output: BatchOutput, elapsed: float, beat: _Heartbeat
+    ) -> None:
+        try:
+            self._finish(jobs, output, elapsed)
+        finally:
+            self._end_batch(beat, {j.id for j in jobs})
 
     def _drop_unloadable(self, jobs: list[Job], inputs: InputCache) -> list[Job]:
         """Fail (for good) the jobs whose input images can no longer be read; the rest
@@ -182,7 +247,12 @@ class Worker:
             else:
                 err = GenerationFailed("engine returned no images for this job")
                 self.queue.fail(job.id, self.id, _job_error(err), retryable=True)
+                self._count_error(err)
             self.wakeups.notify_job(job.id)
+
+    def _count_error(self, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.error(_job_error(exc).type)
 
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
@@ -200,16 +270,21 @@ class Worker:
         )
         if not self.queue.complete(job.id, self.id, result):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
+        elif self.metrics is not None:
+            self.metrics.job_finished("succeeded")
 
     def _fail_all(self, jobs: list[Job], exc: BaseException, retryable: bool) -> None:
+        self._count_error(exc)
         for job in jobs:
-            self.queue.fail(
+            after = self.queue.fail(
                 job.id,
                 self.id,
                 _job_error(exc),
                 retryable=retryable,
                 retry_delay=self.config.retry_delay_s,
             )
+            if after is not None and after.status.terminal and self.metrics is not None:
+                self.metrics.job_finished(after.status.value)
             self.wakeups.notify_job(job.id)
         self.wakeups.notify_workers()
 
@@ -227,9 +302,19 @@ class _Progress:
         self.ids = [it.job_id for it in req.items]
         self.last_report = 0.0
         self.canceled: set[str] = set()
+        self.started = time.monotonic()
+        self.last_step_at = self.started
 
     def on_step(self, step: int, total: int) -> set[str]:
         w = self.worker
+        now = time.monotonic()
+        if w.metrics is not None:
+            w.metrics.step_time(now - self.last_step_at)
+        self.last_step_at = now
+        if w.drain_deadline is not None and self._misses_deadline(step, total, now):
+            # Stop the engine (all ids "canceled") and hand the jobs back right away.
+            w.release_inflight()
+            return set(self.ids)
         live = [i for i in self.ids if i not in self.canceled]
         newly = w.queue.cancel_requested(live) if live else set()
         for job_id in newly:
@@ -245,6 +330,14 @@ class _Progress:
                     w.queue.update_progress(job_id, w.id, step, total)
                     w.wakeups.notify_job(job_id)
         return set(self.canceled)
+
+    def _misses_deadline(self, step: int, total: int, now: float) -> bool:
+        """Would the rest of this batch (its steps at the pace so far, plus as long
+        again as one step for encoding and storing) end after the drain deadline?"""
+        deadline = self.worker.drain_deadline
+        assert deadline is not None
+        per_step = (now - self.started) / max(step, 1)
+        return now + per_step * (total - step + 1) > deadline
 
 
 class _Heartbeat:

@@ -8,9 +8,14 @@ import os
 import signal
 import socket
 import threading
+import time
+from collections.abc import Callable
 
 from sdserve.config import Settings
+from sdserve.engine.base import GenerationEngine
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.observability.prom import WorkerMetrics
+from sdserve.observability.worker_http import WorkerHttp
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
@@ -39,31 +44,55 @@ def worker_config(settings: Settings) -> WorkerConfig:
         poll_interval_s=settings.poll_interval_ms / 1000,
         background_finish=True,
         affinity_max_wait_s=settings.affinity_max_wait_ms / 1000,
+        drain_s=settings.drain_seconds,
     )
+
+
+def build_engine(settings: Settings) -> tuple[GenerationEngine, str, str]:
+    """The engine, its default model's name and the device it runs on."""
+    if settings.engine == "fake":
+        from sdserve.engine.fake import FakeEngine
+
+        # Serves any model name, so it stands in for whatever the catalog lists.
+        fake = FakeEngine(step_delay=settings.fake_step_ms / 1000)
+        return fake, "fake", "simulated"
+    prepare_engine_env()
+    from sdserve.engine.device import pick_device  # torch: only in workers
+    from sdserve.engine.pipelines import DiffusersEngine
+
+    catalog = build_catalog(settings)
+    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
+    return engine, catalog.default.name, str(pick_device(settings.device))
 
 
 def run_worker_process(settings: Settings, embedded: bool) -> None:
     parent = os.getppid()
     if embedded:
         die_with_parent()
-    prepare_engine_env()
-    from sdserve.engine.device import pick_device  # torch: only in workers
-    from sdserve.engine.pipelines import DiffusersEngine
-
     image_key = load_server_key(settings).image_key  # a missing key fails before loading
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
-    catalog = build_catalog(settings)
-    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
+    engine, default_model, device = build_engine(settings)
     registry = build_registry(settings)
+    metrics = WorkerMetrics()
     state = WorkerState(
         id=new_worker_id(),
         pid=os.getpid(),
         ready=False,
-        device=str(pick_device(settings.device)),
+        device=device,
         host=socket.gethostname(),
     )
     stop = threading.Event()
+    worker = Worker(
+        queue,
+        engine,
+        build_blobs(settings),
+        wakeups,
+        worker_config(settings),
+        state.id,
+        image_key=image_key,
+    )
+    worker.metrics = metrics
 
     def publish_forever() -> None:
         while not stop.is_set():
@@ -77,28 +106,35 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
                 log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
 
+    def on_term(*_: object) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        worker.request_drain()
+        # Past the grace period nothing more is owed: hand back what still runs and go.
+        timer = threading.Timer(settings.drain_seconds, _give_up, args=(worker,))
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_term)
+    http = _start_http(settings, metrics, lambda: state.ready and not stop.is_set())
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
-    log.info("worker %s loading model %s", state.id, catalog.default.name)
+    log.info("worker %s loading model %s", state.id, default_model)
+    loading = time.perf_counter()
     engine.load()
+    metrics.model_loaded(default_model, time.perf_counter() - loading)
     state.ready = True
+    metrics.ready.set(1)
     state.models_loaded = engine.loaded_models()
     registry.publish(state)
     log.info("worker %s ready", state.id)
-    worker = Worker(
-        queue,
-        engine,
-        build_blobs(settings),
-        wakeups,
-        worker_config(settings),
-        state.id,
-        image_key=image_key,
-    )
     try:
         worker.run(stop)
     finally:
+        if http is not None:
+            http.close()
         try:
             registry.remove(state.id)
         except Exception:  # its state expires by itself
@@ -106,3 +142,25 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         registry.close()
         wakeups.close()
         queue.close()
+
+
+def _give_up(worker: Worker) -> None:
+    try:
+        worker.release_inflight()
+    finally:
+        log.warning("drain grace period over; exiting")
+        os._exit(0)
+
+
+def _start_http(
+    settings: Settings, metrics: WorkerMetrics, ready: Callable[[], bool]
+) -> WorkerHttp | None:
+    try:
+        return WorkerHttp(metrics.registry, ready=ready, port=settings.worker_metrics_port).start()
+    except OSError as exc:  # the port is taken: work on, but say so loudly
+        log.error(
+            "worker health/metrics port %d unavailable (%s); set SDSERVE_WORKER_METRICS_PORT",
+            settings.worker_metrics_port,
+            exc,
+        )
+        return None
