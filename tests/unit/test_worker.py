@@ -137,7 +137,12 @@ def test_a_rerun_after_a_lost_lease_writes_the_same_ids_and_one_blob_each(
     blobs_dir = tmp_path / "blobs"
     first, q = make_worker(blobs_dir, ScriptedEngine())
     second = Worker(
-        q, ScriptedEngine(), LocalBlobStore(blobs_dir), LocalWakeupBus(), first.config, image_key=KEY
+        q,
+        ScriptedEngine(),
+        LocalBlobStore(blobs_dir),
+        LocalWakeupBus(),
+        first.config,
+        image_key=KEY,
     )
     job = q.enqueue(NewJob(spec=spec(n=2)))[0]
     stale = q.claim_batch(first.id, 8, 30.0).jobs
