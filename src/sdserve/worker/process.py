@@ -69,6 +69,23 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     parent = os.getppid()
     if embedded:
         die_with_parent()
+    # Signals first: a SIGTERM while starting up must end the process cleanly too.
+    stop = threading.Event()
+    draining: list[Worker] = []
+
+    def on_term(*_: object) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        for worker in draining:
+            worker.request_drain()
+        # Past the grace period nothing more is owed: hand back what still runs and go.
+        timer = threading.Timer(settings.drain_seconds, _give_up, args=(draining,))
+        timer.daemon = True
+        timer.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_term)
     image_key = load_server_key(settings).image_key  # a missing key fails before loading
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
@@ -82,7 +99,6 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         device=device,
         host=socket.gethostname(),
     )
-    stop = threading.Event()
     worker = Worker(
         queue,
         engine,
@@ -93,6 +109,9 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         image_key=image_key,
     )
     worker.metrics = metrics
+    draining.append(worker)
+    if stop.is_set():
+        worker.request_drain()
 
     def publish_forever() -> None:
         while not stop.is_set():
@@ -106,31 +125,21 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
                 log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
 
-    def on_term(*_: object) -> None:
-        if stop.is_set():
-            return
-        stop.set()
-        worker.request_drain()
-        # Past the grace period nothing more is owed: hand back what still runs and go.
-        timer = threading.Timer(settings.drain_seconds, _give_up, args=(worker,))
-        timer.daemon = True
-        timer.start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_term)
     http = _start_http(settings, metrics, lambda: state.ready and not stop.is_set())
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
-    log.info("worker %s loading model %s", state.id, default_model)
-    loading = time.perf_counter()
-    engine.load()
-    metrics.model_loaded(default_model, time.perf_counter() - loading)
-    state.ready = True
-    metrics.ready.set(1)
-    state.models_loaded = engine.loaded_models()
-    registry.publish(state)
-    log.info("worker %s ready", state.id)
     try:
+        if stop.is_set():  # stopped while starting: not worth loading a model
+            return
+        log.info("worker %s loading model %s", state.id, default_model)
+        loading = time.perf_counter()
+        engine.load()
+        metrics.model_loaded(default_model, time.perf_counter() - loading)
+        state.ready = True
+        metrics.ready.set(1)
+        state.models_loaded = engine.loaded_models()
+        registry.publish(state)
+        log.info("worker %s ready", state.id)
         worker.run(stop)
     finally:
         if http is not None:
@@ -144,9 +153,10 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         queue.close()
 
 
-def _give_up(worker: Worker) -> None:
+def _give_up(workers: list[Worker]) -> None:
     try:
-        worker.release_inflight()
+        for worker in workers:
+            worker.release_inflight()
     finally:
         log.warning("drain grace period over; exiting")
         os._exit(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +73,9 @@ class FileRegistry:
     def publish(self, state: WorkerState) -> None:
         state.updated_at = time.time()
         path = self._path(state.id)
-        tmp = path.with_suffix(".tmp")
+        # One temporary name per writer: the publisher thread and the thread that marks
+        # the worker ready may publish at the same moment (a shared name lost a rename).
+        tmp = path.parent / f"{path.stem}.{threading.get_ident()}.tmp"
         tmp.write_text(json.dumps(asdict(state)))
         os.replace(tmp, path)
 
