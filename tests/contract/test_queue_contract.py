@@ -469,6 +469,22 @@ def test_fail_retryable_out_of_attempts_dead_letters(queue: JobQueue) -> None:
     assert [d.id for d in queue.dead_letters()] == [job_id]
 
 
+def test_purging_a_dead_letter_keeps_the_failed_job(queue: JobQueue) -> None:
+    job_id = add(queue, max_attempts=1)
+    claim(queue, T0)
+    queue.fail(job_id, "w1", ERR, retryable=True, now=T0 + 1)
+    purged = queue.purge_dead_letter(job_id)
+    assert purged.status == JobStatus.failed and not purged.dead_lettered
+    assert purged.error == ERR and queue.dead_letters() == []
+    assert queue.stats(now=T0 + 2).dead_letters == 0
+    kept = fetch(queue, job_id)
+    assert kept.status == JobStatus.failed and kept.error == ERR
+    with pytest.raises(Conflict):
+        queue.purge_dead_letter(job_id)  # no longer a dead letter
+    with pytest.raises(NotFound):
+        queue.purge_dead_letter("job_missing")
+
+
 def test_fail_non_retryable_fails_without_dead_letter(queue: JobQueue) -> None:
     job_id = add(queue, max_attempts=3)
     claim(queue, T0)
