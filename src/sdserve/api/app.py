@@ -53,6 +53,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
                 services.settings,
                 resolver=resolver,
             )
+            dispatcher.on_outcome = services.metrics.webhook_outcome
             task = asyncio.create_task(dispatcher.run(stop))
         try:
             yield

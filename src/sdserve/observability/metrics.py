@@ -48,6 +48,16 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.webhooks = Counter(
+            "sdserve_webhook_deliveries_total",
+            "Webhook delivery tries by outcome: delivered, retry, gave_up, refused.",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def webhook_outcome(self, outcome: str) -> None:
+        self.webhooks.labels(outcome).inc()
+
     def watch_queue(
         self, stats: Callable[[], QueueStats], ready_workers: Callable[[], int]
     ) -> None:

@@ -243,6 +243,8 @@ class WebhookDispatcher:
         # clock, so it must be real time even when run_once is given a test ``now``.
         self.clock = clock
         self._executor = ThreadPoolExecutor(max(1, concurrency), "webhook-send")
+        # Told each delivery's outcome (delivered | retry | gave_up | refused): metrics.
+        self.on_outcome: Callable[[str], None] = lambda _outcome: None
         # Claimed entries stay hidden from other dispatchers while this one works
         # through the batch: every send may take the full timeout, concurrency at a time.
         rounds = math.ceil(batch_size / max(1, concurrency))
@@ -295,11 +297,13 @@ class WebhookDispatcher:
                 "webhook %s for %s delivered (HTTP %s)", entry.id, entry.job_id, outcome.status
             )
             self.queue.outbox_delivered(entry.id, now)
+            self.on_outcome("delivered")
             return
         error = outcome.error or "delivery failed"
         if outcome.refused:
             log.warning("webhook %s for %s refused: %s", entry.id, entry.job_id, error)
             self.queue.outbox_give_up(entry.id, error)
+            self.on_outcome("refused")
         elif tried >= self.max_attempts:
             log.warning(
                 "webhook %s for %s: giving up after %d tries: %s",
@@ -309,8 +313,10 @@ class WebhookDispatcher:
                 error,
             )
             self.queue.outbox_give_up(entry.id, f"gave up after {tried} tries: {error}")
+            self.on_outcome("gave_up")
         else:
             delay = backoff.schedule(tried, self.rng)
+            self.on_outcome("retry")
             log.info(
                 "webhook %s for %s failed (try %d, next in %.0fs): %s",
                 entry.id,
