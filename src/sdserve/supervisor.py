@@ -189,7 +189,7 @@ def _require_shared_backend(settings: Settings) -> None:
         raise SystemExit(f"error: {exc.message}") from None
 
 
-def _build_services(settings: Settings) -> Services:
+def _build_services(settings: Settings, worker_catalog: bool = False) -> Services:
     """The API's services, the first admin key made if there is none; a setting that
     cannot work (e.g. no SDSERVE_SECRET_KEY with Redis) ends the start with one line."""
     from sdserve.api.services import build_services
@@ -197,7 +197,7 @@ def _build_services(settings: Settings) -> Services:
     from sdserve.security.server_key import SecretKeyMissing
 
     try:
-        services = build_services(settings)
+        services = build_services(settings, worker_catalog=worker_catalog)
     except SecretKeyMissing as exc:
         raise SystemExit(f"error: {exc.message}") from None
     ensure_admin_key(settings, services.keys)
@@ -231,7 +231,7 @@ def api_only(settings: Settings) -> None:
     """The API without workers (they run as `sdserve worker`, here or elsewhere); jobs
     of dead workers come back when their leases expire."""
     _require_shared_backend(settings)
-    _run_api(settings, _build_services(settings))
+    _run_api(settings, _build_services(settings, worker_catalog=True))
 
 
 def _run_api(settings: Settings, services: Services) -> None:

@@ -48,6 +48,7 @@ class Services:
     def close(self) -> None:
         self.wakeups.close()
         self.queue.close()
+        self.catalog.close()
         self.registry.close()
         self.keys.close()
 
@@ -57,7 +58,9 @@ def services_of(request: Request) -> Services:
     return services
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, worker_catalog: bool = False) -> Services:
+    """``worker_catalog``: the models come from the live workers' registry entries
+    (`sdserve api`: no model, no models folder on this machine)."""
     from sdserve.queue.factory import build_queue, build_wakeups
     from sdserve.security.factory import build_keystore
     from sdserve.security.server_key import load_server_key
@@ -66,13 +69,21 @@ def build_services(settings: Settings) -> Services:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
+    registry = build_registry(settings)
+    catalog: Catalog
+    if worker_catalog:
+        from sdserve.api.worker_catalog import WorkerCatalog
+
+        catalog = WorkerCatalog(registry, settings.model)
+    else:
+        catalog = build_catalog(settings)
     return Services(
         settings=settings,
         queue=build_queue(settings),
         wakeups=build_wakeups(settings, "api"),
         blobs=build_blobs(settings),
-        catalog=build_catalog(settings),
-        registry=build_registry(settings),
+        catalog=catalog,
+        registry=registry,
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=load_or_create_secret(settings),
         keys=build_keystore(settings),

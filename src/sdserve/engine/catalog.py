@@ -209,6 +209,9 @@ class Catalog:
     def names(self) -> list[str]:
         return list(self._by_name)
 
+    def close(self) -> None:
+        """Nothing held (a catalog fed by workers stops its refresh thread)."""
+
     def all(self) -> list[ModelInfo]:
         return list(self._by_name.values())
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
+from sdserve.engine.catalog import Catalog
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.observability.prom import WorkerMetrics
 from sdserve.observability.worker_http import WorkerHttp
@@ -20,7 +21,7 @@ from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
-from sdserve.worker.registry import WorkerState, build_registry
+from sdserve.worker.registry import WorkerState, build_registry, published_models
 
 log = logging.getLogger("sdserve.worker")
 _PUBLISH_EVERY_S = 2.0
@@ -48,21 +49,21 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def build_engine(settings: Settings) -> tuple[GenerationEngine, str, str]:
-    """The engine, its default model's name and the device it runs on."""
+def build_engine(settings: Settings) -> tuple[GenerationEngine, Catalog, str]:
+    """The engine, the models it serves and the device it runs on."""
     if settings.engine == "fake":
         from sdserve.engine.fake import FakeEngine
 
-        # Serves any model name, so it stands in for whatever the catalog lists.
+        # Serves any model name, so it stands in for whatever the API's catalog lists.
         fake = FakeEngine(step_delay=settings.fake_step_ms / 1000)
-        return fake, "fake", "simulated"
+        return fake, Catalog(fake.models()[0]), "simulated"
     prepare_engine_env()
     from sdserve.engine.device import pick_device  # torch: only in workers
     from sdserve.engine.pipelines import DiffusersEngine
 
     catalog = build_catalog(settings)
     engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
-    return engine, catalog.default.name, str(pick_device(settings.device))
+    return engine, catalog, str(pick_device(settings.device))
 
 
 def run_worker_process(settings: Settings, embedded: bool) -> None:
@@ -89,7 +90,8 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     image_key = load_server_key(settings).image_key  # a missing key fails before loading
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
-    engine, default_model, device = build_engine(settings)
+    engine, catalog, device = build_engine(settings)
+    default_model = catalog.default.name
     registry = build_registry(settings)
     metrics = WorkerMetrics()
     state = WorkerState(
@@ -98,6 +100,8 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         ready=False,
         device=device,
         host=socket.gethostname(),
+        catalog=published_models(catalog),
+        default_model=default_model,
     )
     worker = Worker(
         queue,

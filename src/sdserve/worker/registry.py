@@ -13,12 +13,13 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sdserve.config import Settings
+    from sdserve.engine.catalog import Catalog
 
 # A worker refreshes its state every 2 s; one silent for this long is gone.
 READY_TTL_S = 10.0
@@ -33,6 +34,9 @@ class WorkerState:
     device: str = ""
     updated_at: float = 0.0
     host: str = ""
+    # What the worker can serve (api/worker_catalog.py builds the API's catalog from it).
+    catalog: list[dict[str, Any]] = field(default_factory=list)
+    default_model: str = ""
 
 
 class WorkerRegistry(Protocol):
@@ -43,6 +47,14 @@ class WorkerRegistry(Protocol):
     def remove(self, worker_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def published_models(catalog: Catalog) -> list[dict[str, Any]]:
+    """What a worker publishes about the models it serves: the API of a many-machine
+    deployment validates requests against it (api/worker_catalog.py)."""
+    return [
+        {f.name: getattr(m, f.name) for f in fields(m) if f.name != "loaded"} for m in catalog.all()
+    ]
 
 
 def build_registry(settings: Settings) -> WorkerRegistry:
@@ -57,8 +69,11 @@ def build_registry(settings: Settings) -> WorkerRegistry:
 
 def parse_state(text: str) -> WorkerState | None:
     try:
-        return WorkerState(**json.loads(text))
-    except (ValueError, TypeError):
+        raw = json.loads(text)
+        known = {f.name for f in fields(WorkerState)}
+        # A newer worker's extra fields are ignored (mixed versions during a rollout).
+        return WorkerState(**{k: v for k, v in raw.items() if k in known})
+    except (ValueError, TypeError, AttributeError):
         return None
 
 
