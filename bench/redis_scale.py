@@ -120,6 +120,7 @@ def throughput(
         "data_dir": str(data),
         "max_batch_images": str(batch),
         "batch_window_ms": "0",
+        "secret_key": "bench-secret-key-" + "0" * 32,  # Redis: every process shares it
     }
     queue = RedisQueue.from_url(url, prefix, max_depth=10**9)
     registry = RedisRegistry.from_url(url, prefix)
