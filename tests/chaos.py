@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from sdserve.config import Settings
 from sdserve.domain.jobs import JobStatus, NewJob
@@ -191,3 +192,52 @@ def _count(report: ChaosReport, queue: JobQueue, ids: list[str], images_dir: Pat
     report.missing_images = sum(
         1 for ident in expected_images if not any(ident in name for name in stored)
     )
+
+
+def _poisoned_worker_main(settings: Settings, poison: str) -> None:
+    """A worker whose engine dies (the whole process, as a CUDA fault or a segfault
+    would) on any batch holding the ``poison`` prompt."""
+    from sdserve.engine.fake import FakeEngine
+
+    real = FakeEngine.generate
+
+    def generate(self: FakeEngine, request: Any, on_step: Any) -> Any:
+        if any(it.prompt == poison for it in request.items):
+            os._exit(70)
+        return real(self, request, on_step)
+
+    FakeEngine.generate = generate  # type: ignore[method-assign]
+    _worker_main(settings)
+
+
+def run_poison(
+    settings: Settings, queue: JobQueue, innocents: int, workers: int, timeout: float = 60.0
+) -> tuple[str, list[str]]:
+    """Submit one poison job among ``innocents``, keep ``workers`` poisoned workers
+    alive (each crash replaced at once) until every job has ended."""
+    poison = "poison"
+    ids = submit(queue, innocents // 2)
+    spec = job_spec(prompt=poison, seed=0, num_inference_steps=10, model="fake")
+    bad = queue.enqueue(NewJob(spec=spec, max_attempts=settings.max_attempts))[0].id
+    ids += submit(queue, innocents - innocents // 2, start=innocents // 2)
+
+    def spawn() -> BaseProcess:
+        proc = _FORK.Process(target=_poisoned_worker_main, args=(settings, poison), daemon=True)
+        proc.start()
+        return proc
+
+    procs = [spawn() for _ in range(workers)]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            jobs = [queue.get(i) for i in [*ids, bad]]
+            if all(j is not None and j.status.terminal for j in jobs):
+                break
+            procs = [p if p.is_alive() else spawn() for p in procs]
+            time.sleep(0.05)
+    finally:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.join(10)
+    return bad, ids

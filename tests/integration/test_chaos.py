@@ -11,7 +11,7 @@ import pytest
 
 from sdserve.config import Settings
 from sdserve.queue.factory import build_queue
-from tests.chaos import chaos_settings, run_chaos
+from tests.chaos import chaos_settings, run_chaos, run_poison
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -58,3 +58,24 @@ def test_chaos_on_redis_restarted_with_aof(
     )
     assert (report.kills, report.terms) == (20, 10)
     assert set(report.term_exit_codes) == {0}
+
+
+def test_a_poison_job_is_dead_lettered_alone(make_settings: Callable[..., Settings]) -> None:
+    """It kills every worker that runs it: after max_attempts crashes *while alone*
+    it is dead-lettered; the jobs that shared its batches all succeed."""
+    settings = chaos_settings(
+        make_settings, queue_backend="sqlite", max_batch_images=4, lease_seconds=1.0
+    )
+    queue = build_queue(settings)
+    try:
+        bad, innocents = run_poison(settings, queue, innocents=24, workers=2)
+        poison = queue.get(bad)
+        done = [queue.get(i) for i in innocents]
+        dead = [j.id for j in queue.dead_letters()]
+    finally:
+        queue.close()
+    assert poison is not None and poison.dead_lettered, poison
+    assert poison.attempts == settings.max_attempts
+    assert poison.error is not None and poison.error.type == "lease_expired"
+    assert dead == [bad]
+    assert all(j is not None and j.status.value == "succeeded" for j in done)
