@@ -37,6 +37,9 @@ class WorkerConfig:
     poll_interval_s: float = 0.25
     retry_delay_s: float = 1.0
     progress_every_s: float = 0.2
+    # Cancel requests are read at most this often during denoising: each check is a
+    # queue round trip, which per step would cost more than a small model's step.
+    cancel_check_every_s: float = 0.1
     # Encode, store and complete a finished batch on a helper thread while the engine
     # starts the next one (the accelerator idles otherwise: ~50 ms per 512² PNG).
     background_finish: bool = False
@@ -301,6 +304,7 @@ class _Progress:
         self.worker = worker
         self.ids = [it.job_id for it in req.items]
         self.last_report = 0.0
+        self.last_cancel_check = float("-inf")
         self.canceled: set[str] = set()
         self.started = time.monotonic()
         self.last_step_at = self.started
@@ -315,14 +319,9 @@ class _Progress:
             # Stop the engine (all ids "canceled") and hand the jobs back right away.
             w.release_inflight()
             return set(self.ids)
-        live = [i for i in self.ids if i not in self.canceled]
-        newly = w.queue.cancel_requested(live) if live else set()
-        for job_id in newly:
-            # Canceled now, not when the batch ends: the client sees it at this step.
-            w.queue.mark_canceled(job_id, w.id)
-            w.wakeups.notify_job(job_id)
-        self.canceled |= newly
-        now = time.monotonic()
+        if now - self.last_cancel_check >= w.config.cancel_check_every_s:
+            self.last_cancel_check = now
+            self._pick_up_cancels()
         if step == total or now - self.last_report >= w.config.progress_every_s:
             self.last_report = now
             for job_id in self.ids:
@@ -330,6 +329,16 @@ class _Progress:
                     w.queue.update_progress(job_id, w.id, step, total)
                     w.wakeups.notify_job(job_id)
         return set(self.canceled)
+
+    def _pick_up_cancels(self) -> None:
+        w = self.worker
+        live = [i for i in self.ids if i not in self.canceled]
+        newly = w.queue.cancel_requested(live) if live else set()
+        for job_id in newly:
+            # Canceled now, not when the batch ends: the client sees it at this step.
+            w.queue.mark_canceled(job_id, w.id)
+            w.wakeups.notify_job(job_id)
+        self.canceled |= newly
 
     def _misses_deadline(self, step: int, total: int, now: float) -> bool:
         """Would the rest of this batch (its steps at the pace so far, plus as long
