@@ -40,7 +40,7 @@ def exported() -> set[str]:
     worker.step.observe(0.1)
     worker.batch_size.observe(2)
     gpu = CollectorRegistry()
-    gpu.register(_GpuCollector(lambda: [("cuda:0", 1 << 30, 80 << 30, 2 << 30)]))
+    gpu.register(_GpuCollector(lambda: [("cuda:0", 1 << 30, 80 << 30, 2 << 30, 0.5)]))
     return _sample_names(api.registry) | _sample_names(worker.registry) | _sample_names(gpu)
 
 
@@ -74,3 +74,19 @@ def test_the_dashboard_covers_the_issue_list() -> None:
         "sdserve_gpu_memory_used_bytes",
     ):
         assert metric in exprs, metric
+
+
+def test_gpu_series_appear_only_with_a_gpu_and_utilisation_only_when_read() -> None:
+    def families(rows: list[tuple[str, int, int, int, float | None]]) -> dict[str, float]:
+        registry = CollectorRegistry()
+        registry.register(_GpuCollector(lambda: rows))
+        return {s.name: s.value for f in registry.collect() for s in f.samples}
+
+    assert families([]) == {}
+    got = families([("cuda:0", 30, 80, 20, None)])
+    assert got == {
+        "sdserve_gpu_memory_used_bytes": 50,
+        "sdserve_gpu_memory_total_bytes": 80,
+        "sdserve_gpu_memory_reserved_bytes": 20,
+    }
+    assert families([("cuda:0", 30, 80, 20, 0.75)])["sdserve_gpu_utilization_ratio"] == 0.75

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -24,6 +24,8 @@ STEP_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5)
 QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 MODEL_LOAD_BUCKETS = (0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+# device, free bytes, total bytes, bytes reserved by torch, utilisation 0..1 (or None)
+GpuRow = tuple[str, int, int, int, float | None]
 
 
 class _Engine(Protocol):
@@ -138,7 +140,7 @@ class _GpuCollector(Collector):
     """GPU memory (bytes, per device) read at scrape time; nothing without CUDA (and
     torch is never imported for it: a worker that uses torch has it loaded)."""
 
-    def __init__(self, probe: Callable[[], list[tuple[str, int, int, int]]] | None = None) -> None:
+    def __init__(self, probe: Callable[[], list[GpuRow]] | None = None) -> None:
         self.probe = probe or _cuda_memory
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -151,32 +153,52 @@ class _GpuCollector(Collector):
         total = GaugeMetricFamily(
             "sdserve_gpu_memory_total_bytes", "GPU memory size.", labels=["device"]
         )
+        busy = GaugeMetricFamily(
+            "sdserve_gpu_utilization_ratio",
+            "Share of the last sample period the GPU was busy (NVML; absent without it).",
+            labels=["device"],
+        )
         reserved = GaugeMetricFamily(
             "sdserve_gpu_memory_reserved_bytes",
             "GPU memory held by torch's caching allocator.",
             labels=["device"],
         )
-        for device, free_b, total_b, reserved_b in rows:
+        for device, free_b, total_b, reserved_b, utilization in rows:
             used.add_metric([device], total_b - free_b)
             total.add_metric([device], total_b)
             reserved.add_metric([device], reserved_b)
+            if utilization is not None:
+                busy.add_metric([device], utilization)
         yield used
         yield total
         yield reserved
+        if busy.samples:
+            yield busy
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
 
 
-def _cuda_memory() -> list[tuple[str, int, int, int]]:
+def _cuda_memory() -> list[GpuRow]:
     import sys
 
     torch = sys.modules.get("torch")
     if torch is None or not torch.cuda.is_available():
         return []
-    rows = []
+    rows: list[GpuRow] = []
     for index in range(torch.cuda.device_count()):
         free_b, total_b = torch.cuda.mem_get_info(index)
         reserved = int(torch.cuda.memory_reserved(index))
-        rows.append((f"cuda:{index}", int(free_b), int(total_b), reserved))
+        rows.append(
+            (f"cuda:{index}", int(free_b), int(total_b), reserved, _utilization(torch, index))
+        )
     return rows
+
+
+def _utilization(torch: Any, index: int) -> float | None:
+    """torch reads utilisation through NVML (the nvidia-ml-py package); without it,
+    none is reported rather than a wrong 0."""
+    try:
+        return float(torch.cuda.utilization(index)) / 100
+    except Exception:
+        return None
