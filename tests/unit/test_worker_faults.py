@@ -161,3 +161,24 @@ def test_worker_http_serves_health_readiness_and_moving_metrics(tmp_path: Path) 
     assert 'sdserve_queue_wait_seconds_count{priority="normal"} 1.0' in text
     assert "sdserve_batch_images_sum 3.0" in text
     assert 'sdserve_model_cache_events_total{event="miss"} 1.0' in text
+
+
+def test_healthz_fails_for_a_wedged_worker(tmp_path: Path) -> None:
+    worker = _worker(MemoryQueue(), FakeEngine(), LocalBlobStore(tmp_path))
+    http = WorkerHttp(
+        WorkerMetrics().registry,
+        ready=lambda: True,
+        alive=lambda: not worker.stuck(60),
+        host="127.0.0.1",
+        port=0,
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{http.port}/healthz"
+        assert httpx.get(url).status_code == 200
+        worker.last_progress -= 61  # no loop round, no step for a minute
+        stuck = httpx.get(url)
+        assert stuck.status_code == 503 and stuck.json() == {"status": "stuck"}
+        worker.last_progress = time.monotonic()  # what the next loop round does
+        assert httpx.get(url).status_code == 200
+    finally:
+        http.close()

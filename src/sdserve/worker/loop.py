@@ -82,10 +82,17 @@ class Worker:
         self.metrics: WorkerMetrics | None = None  # set by the worker process
         # SIGTERM: the monotonic time by which this worker must be gone (None: running).
         self.drain_deadline: float | None = None
+        # Touched by every loop round and engine step: /healthz tells a wedged worker
+        # (a hung CUDA call) from a busy one.
+        self.last_progress = time.monotonic()
         self._inflight: set[str] = set()  # job ids being generated or finished
         self._inflight_lock = threading.Lock()
 
     # --- shutdown ---
+    def stuck(self, after_s: float) -> bool:
+        """No loop round and no engine step for ``after_s``."""
+        return time.monotonic() - self.last_progress > after_s
+
     def request_drain(self) -> None:
         """SIGTERM: claim nothing more; the running batch finishes only if it fits
         ``drain_s`` (checked at every step), else its jobs are released."""
@@ -111,6 +118,7 @@ class Worker:
         while not stop.is_set():
             if self.drain_deadline is not None:
                 break
+            self.last_progress = time.monotonic()
             try:
                 if not self.run_once():
                     continue
@@ -312,6 +320,7 @@ class _Progress:
     def on_step(self, step: int, total: int) -> set[str]:
         w = self.worker
         now = time.monotonic()
+        w.last_progress = now
         if w.metrics is not None:
             w.metrics.step_time(now - self.last_step_at)
         self.last_step_at = now

@@ -25,6 +25,9 @@ from sdserve.worker.registry import WorkerState, build_registry, published_model
 
 log = logging.getLogger("sdserve.worker")
 _PUBLISH_EVERY_S = 2.0
+# No loop round and no denoising step for this long: /healthz fails and the platform
+# restarts the worker (a step takes seconds at most; an idle loop wakes every poll).
+_STUCK_S = 300.0
 
 
 def die_with_parent() -> None:
@@ -129,7 +132,13 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
                 log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
 
-    http = _start_http(settings, metrics, lambda: state.ready and not stop.is_set())
+    http = _start_http(
+        settings,
+        metrics,
+        ready=lambda: state.ready and not stop.is_set(),
+        # Loading comes before the loop: only a worker past it can be stuck in it.
+        alive=lambda: not (state.ready and worker.stuck(_STUCK_S)),
+    )
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
     try:
@@ -167,10 +176,15 @@ def _give_up(workers: list[Worker]) -> None:
 
 
 def _start_http(
-    settings: Settings, metrics: WorkerMetrics, ready: Callable[[], bool]
+    settings: Settings,
+    metrics: WorkerMetrics,
+    ready: Callable[[], bool],
+    alive: Callable[[], bool],
 ) -> WorkerHttp | None:
     try:
-        return WorkerHttp(metrics.registry, ready=ready, port=settings.worker_metrics_port).start()
+        return WorkerHttp(
+            metrics.registry, ready=ready, alive=alive, port=settings.worker_metrics_port
+        ).start()
     except OSError as exc:  # the port is taken: work on, but say so loudly
         log.error(
             "worker health/metrics port %d unavailable (%s); set SDSERVE_WORKER_METRICS_PORT",
