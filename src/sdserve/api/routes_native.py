@@ -36,9 +36,8 @@ async def job_view(services: Services, job: Job) -> dict[str, Any]:
 
 
 class _JobFailed(SdserveError):
-    """A synchronous request whose job ended without images."""
-
-    status = 500
+    """A synchronous request whose job ended without images: the status is the job
+    error type's, from the one table (a refused checkpoint is not a 500)."""
 
     def __init__(self, job: Job) -> None:
         err = job.error
