@@ -167,7 +167,7 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
     services = services_of(request)
     data = await run_in_threadpool(services.blobs.get, image_id, principal.owner)
     if data is None:
-        raise NotFound(f"no image with id {image_id!r}")
+        raise NotFound(f"no image with id {image_id[:64]!r}")
     media = "image/" + image_id.rsplit(".", 1)[1]
     # Private and short: a shared cache never keeps it, a deleted image soon goes.
     return Response(data, media_type=media, headers={"Cache-Control": IMAGE_CACHE_CONTROL})

@@ -86,8 +86,8 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=limits.MAX_SEED)
     num_images: int = Field(default=1, ge=limits.MIN_IMAGES, le=limits.MAX_IMAGES)
-    scheduler: str | None = None  # default: the model's own scheduler
-    model: str | None = None
+    scheduler: str | None = Field(default=None, max_length=64)  # default: the model's own
+    model: str | None = Field(default=None, max_length=256)
     priority: Priority = Priority.normal
     output_format: OutputFormat = OutputFormat.png
     # --- editing (img2img, inpaint, upscale) ---
@@ -117,7 +117,9 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
         if v is not None and v not in limits.SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}")
+            raise ValueError(
+                f"unknown scheduler {v[:64]!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}"
+            )
         return v
 
 

@@ -218,6 +218,6 @@ class Catalog:
         info = self._by_name.get(name)
         if info is None:
             raise InvalidRequest.single(
-                "model", f"unknown model {name!r}; valid: {', '.join(self.names())}"
+                "model", f"unknown model {name[:256]!r}; valid: {', '.join(self.names())}"
             )
         return info
