@@ -62,7 +62,7 @@ def build_services(settings: Settings) -> Services:
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(
         settings=settings,

@@ -193,6 +193,13 @@ class UnsafeWeights(ModelLoadError):
     type = "unsafe_weights"
 
 
+class ModelUnavailable(SdserveError):
+    """A model present in the models folder but not whole (empty, truncated, corrupt,
+    pickle-only): never offered, and a request naming it is told why."""
+
+    type = "model_unavailable"
+
+
 class JobCanceled(SdserveError):
     type = "canceled"
 

@@ -14,6 +14,7 @@ from sdserve.domain.errors import SdserveError
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus
 from sdserve.domain.requests import JobSpec
 from sdserve.queue.base import OutboxEntry
+from sdserve.security.files import private_database
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -169,6 +170,7 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # so two processes never both read-then-upgrade and deadlock into SQLITE_BUSY).
     # check_same_thread=False only so close() may close every thread's connection; each
     # connection is otherwise used by the one thread that opened it.
+    private_database(path)  # prompts inside: 0600, and so its WAL and SHM
     conn = sqlite3.connect(
         str(path),
         isolation_level=None,

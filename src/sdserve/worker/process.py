@@ -10,9 +10,11 @@ import socket
 import threading
 
 from sdserve.config import Settings
+from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
+from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.registry import WorkerState, build_registry
@@ -82,7 +84,12 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
     log.info("worker %s loading model %s", state.id, catalog.default.name)
-    engine.load()
+    try:
+        engine.load()
+    except ModelLoadError as exc:  # a restart cannot fix the file: tell the supervisor
+        log.error("worker %s cannot load its model: %s", state.id, exc.message)
+        registry.remove(state.id)
+        raise SystemExit(WORKER_BROKEN_MODEL) from None
     state.ready = True
     state.models_loaded = engine.loaded_models()
     registry.publish(state)
