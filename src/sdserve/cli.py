@@ -73,7 +73,7 @@ def serve(
 
     settings = _settings(host=host, port=port, data_dir=data_dir, model=model, workers=workers)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
     check_or_exit(settings)
     run_serve(settings)
 
@@ -94,7 +94,7 @@ def api(
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
     check_or_exit(settings)
     api_only(settings)
 
@@ -111,7 +111,7 @@ def worker(
     from sdserve.supervisor import worker_main
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
     check_worker_or_exit(settings)
     worker_main(settings, embedded)
 

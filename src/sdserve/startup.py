@@ -13,6 +13,7 @@ import tempfile
 from typing import NoReturn
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from sdserve.config import Settings
 from sdserve.domain.errors import SdserveError
@@ -85,6 +86,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         fail(settings_problem(exc))
+    except SettingsError as exc:  # a value the environment source cannot parse
+        fail(f"invalid setting: {exc}")
 
 
 def check_or_exit(settings: Settings) -> None:

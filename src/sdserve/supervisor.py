@@ -195,6 +195,7 @@ def _run_api(settings: Settings, services: Services) -> None:
     import uvicorn
 
     from sdserve.api.app import create_app
+    from sdserve.api.edge import uvicorn_tls
 
     uvicorn.run(
         create_app(services),
@@ -203,6 +204,7 @@ def _run_api(settings: Settings, services: Services) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_tls(settings),  # type: ignore[arg-type]
     )
 
 

@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 
 from sdserve.api.app import create_app
+from sdserve.api.edge import uvicorn_tls
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
@@ -98,7 +99,14 @@ def start_live(
         clock=clock,
     )
     app = create_app(services, run_dispatcher=run_dispatcher)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    tls = uvicorn_tls(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        log_level="warning",
+        **tls,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -107,4 +115,5 @@ def start_live(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    return LiveService(f"http://127.0.0.1:{settings.port}", services, server, thread)
+    scheme = "https" if tls else "http"
+    return LiveService(f"{scheme}://127.0.0.1:{settings.port}", services, server, thread)

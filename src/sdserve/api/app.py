@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
+from sdserve.api.edge import install_edge
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.openapi_doc import hoist_schemas
 from sdserve.api.routes_admin import router as admin_router
@@ -87,6 +88,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
         lambda: len(ready_workers(services.registry)),
     )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    install_edge(app, services.settings)  # request ids, CORS: outermost
     return app
 
 

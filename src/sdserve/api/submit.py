@@ -27,6 +27,8 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.observability import context as log_context
+from sdserve.observability.context import request_trace
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -217,6 +219,7 @@ async def submit(
     owner: str | None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
+    spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -233,6 +236,7 @@ async def submit(
     )
     await inputs.persist(services, decoded, owner)
     job, created = await run_in_threadpool(services.queue.enqueue, new)
+    log_context.bind(job_id=job.id, tenant=owner)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()

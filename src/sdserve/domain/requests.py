@@ -123,6 +123,16 @@ class GenerateRequest(BaseModel):
         return v
 
 
+class TraceContext(BaseModel):
+    """Where a job came from, for logs and traces: the API request's id and the W3C
+    traceparent it carried; the worker's log lines and the webhook delivery reuse them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(default=None, max_length=128)
+    traceparent: str | None = Field(default=None, max_length=55)
+
+
 class JobSpec(BaseModel):
     """A fully resolved request: every effective value, defaults included.
 
@@ -153,6 +163,7 @@ class JobSpec(BaseModel):
     mask_blur: int | None = None  # inpaint
     keep_unmasked: bool | None = None  # inpaint: pixels outside the mask kept exactly
     noise_level: int | None = None  # upscale (x4 upscaler)
+    trace: TraceContext | None = None  # never part of the batch key
 
     @property
     def seeds(self) -> list[int]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sdserve.domain.errors import ErrorInfo, GenerationFailed, OutOfMemory, SdserveError
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
 from sdserve.engine.base import BatchOutput, BatchRequest, GenerationEngine
+from sdserve.observability.context import log_job
 from sdserve.queue.base import JobQueue
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 from sdserve.queue.events import WakeupBus
@@ -122,6 +123,8 @@ class Worker:
         jobs = self._drop_unloadable(jobs, inputs)
         if not jobs:
             return
+        for job in jobs:
+            log_job(log, job, "job %s running (batch of %d)", job.id, len(jobs))
         beat = _Heartbeat(self, [j.id for j in jobs])
         beat.start()
         started = time.perf_counter()
@@ -182,6 +185,7 @@ class Worker:
             else:
                 err = GenerationFailed("engine returned no images for this job")
                 self.queue.fail(job.id, self.id, _job_error(err), retryable=True)
+            log_job(log, job, "job %s finished", job.id)
             self.wakeups.notify_job(job.id)
 
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
