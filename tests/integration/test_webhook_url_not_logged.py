@@ -15,7 +15,7 @@ from sdserve.webhooks.guard import AddressPolicy
 
 
 class _Ok(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(204)
         self.end_headers()
