@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sdserve.domain.errors import ERRORS, status_for
+from sdserve.domain.errors import ERRORS, UnsafeWeights, status_for
+from sdserve.engine.fake import FakeEngine
 from sdserve.security.keys import Role
 from tests.corpus.requests import GOOD, Req, corpus
 from tests.integration.live import LiveService
@@ -59,6 +60,8 @@ def test_every_malformed_request_gets_a_documented_4xx(
 def _judge(r: httpx.Response) -> str | None:
     if not 400 <= r.status_code < 500:
         return "not a 4xx"
+    if not r.headers.get("x-request-id"):
+        return "no X-Request-ID"
     if len(r.content) > 8_000:
         return "response echoes the input"
     try:
@@ -93,3 +96,16 @@ def test_nan_is_refused_as_not_a_number(live_factory: Callable[..., LiveService]
     problem = r.json()["error"]["fields"][0]
     assert problem["field"] == "guidance_scale"
     assert "number" in problem["message"].lower() and "less than" not in problem["message"]
+
+
+def test_a_failed_synchronous_job_gets_its_error_types_status(
+    live_factory: Callable[..., LiveService],
+) -> None:
+    """Not always a 500: the job's error type picks the status from the table."""
+    svc = live_factory(sync_timeout_seconds=30)
+    svc.start_workers(FakeEngine(fail_with=UnsafeWeights("refusing to load x.ckpt")))
+    with svc.client() as c:
+        r = c.post("/v1/generate", json=GOOD)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["type"] == "unsafe_weights"
+    assert r.headers["x-request-id"]
