@@ -207,3 +207,18 @@ def test_tls_with_a_self_signed_certificate(
     plain = svc.url.replace("https://", "http://")
     with pytest.raises(httpx.HTTPError):  # and no plain HTTP on the TLS port
         httpx.get(f"{plain}/healthz", timeout=30).raise_for_status()
+
+
+def test_http_log_line_names_the_tenant(
+    live_factory: Callable[..., LiveService], json_lines: _Lines
+) -> None:
+    from sdserve.security.keys import Role
+
+    svc = live_factory(auth="on")
+    key = svc.services.keys.create("alpha", Role.user).key
+    with svc.client() as c:
+        r = c.get("/v1/jobs", headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 200
+    rid = r.headers["x-request-id"]
+    line = next(ln for ln in json_lines.lines if ln.get("request_id") == rid)
+    assert line["tenant"] == "alpha" and key not in json.dumps(json_lines.lines)
