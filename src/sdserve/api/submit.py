@@ -27,6 +27,7 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.safety.service import check_prompts
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -217,6 +218,7 @@ async def submit(
     owner: str | None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -277,7 +279,7 @@ async def wait_for_terminal(
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
-        if job.status.terminal:
+        if job.status.settled:  # held for review: a person decides, not a wait
             return job
         remaining = deadline - time.monotonic()
         if remaining <= 0:
