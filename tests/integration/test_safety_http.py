@@ -347,3 +347,21 @@ def test_checkpoint_safety_checker_through_the_real_loading_path(
         assert "safety checker" in held["result"]["images"][0]["reason"]
         assert svc.wait_status(clean, {"succeeded"})["result"]["images"][0]["withheld"] is False
         _unreachable(svc, c, flagged, 1)
+
+
+def test_events_stream_shows_held_then_the_decision(live_factory: Factory) -> None:
+    svc = live_factory()
+    svc.start_workers(FakeEngine(), checker=checker_flagging("a red bucket", 5))
+    with svc.client() as c:
+        job_id = c.post("/v1/jobs", json=job_body("a red bucket", seed=5)).json()["id"]
+        svc.wait_status(job_id, {"held"})
+        seen: list[str] = []
+        with c.stream("GET", f"/v1/jobs/{job_id}/events") as events:
+            for line in events.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                seen.append(json.loads(line[6:])["status"])
+                if seen == ["held"]:  # the stream stays open while a person decides
+                    r = c.post(f"/v1/admin/safety/jobs/{job_id}/approve")
+                    assert r.status_code == 200, r.text
+        assert seen == ["held", "succeeded"]  # and ends after the terminal state
