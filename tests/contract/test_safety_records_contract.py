@@ -4,6 +4,7 @@ tenant's prompt threshold survives beside its other settings."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -73,10 +74,8 @@ def test_one_appeal_per_subject_even_racing(log: DecisionLog) -> None:
     wins: list[str] = []
 
     def appeal() -> None:
-        try:
+        with contextlib.suppress(Conflict):  # the losers
             wins.append(log.add(rec("appeal", "job_4")).id)
-        except Conflict:
-            pass
 
     threads = [threading.Thread(target=appeal) for _ in range(8)]
     for t in threads:
