@@ -115,6 +115,7 @@ def test_tenant_threshold(live_factory: Factory) -> None:
     keys = svc.services.keys
     admin = keys.create("ops", Role.admin).key
     strict = keys.create("kids", Role.user).key
+    lenient = keys.create("kids", Role.user, name="lenient")
     plain = keys.create("acme", Role.user).key
     with svc.client(headers={"X-API-Key": admin}) as c:
         r = c.put("/v1/admin/safety/tenants/kids", json={"prompt_threshold": 0.5})
@@ -127,6 +128,16 @@ def test_tenant_threshold(live_factory: Factory) -> None:
         assert err["type"] == "content_policy_violation" and "0.50" in err["reason"]
     with svc.client(headers={"X-API-Key": plain}) as c:
         assert c.post("/v1/jobs", json=job_body(WEAK)).status_code == 202
+    with svc.client(headers={"X-API-Key": admin}) as c:  # a key's own beats its tenant's
+        r = c.put(f"/v1/admin/safety/keys/{lenient.record.id}", json={"prompt_threshold": 0.9})
+        assert r.status_code == 200 and r.json()["prompt_threshold"] == 0.9
+        assert (
+            c.put("/v1/admin/safety/keys/key_nope", json={"prompt_threshold": 0.9}).status_code
+            == 404
+        )
+    with svc.client(headers={"X-API-Key": lenient.key}) as c:
+        assert c.post("/v1/jobs", json=job_body(WEAK)).status_code == 202
+        assert_refused(c.post("/v1/jobs", json=job_body(BLOCKED)))
     with svc.client(headers={"X-API-Key": admin}) as c:
         c.put("/v1/admin/safety/tenants/kids", json={"prompt_threshold": None})
     with svc.client(headers={"X-API-Key": strict}) as c:

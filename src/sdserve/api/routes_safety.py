@@ -235,6 +235,18 @@ async def set_tenant_threshold(
     return {"object": "tenant_safety", "tenant": name, "prompt_threshold": effective}
 
 
+@admin.put("/keys/{key_id}")
+async def set_key_threshold(
+    key_id: str, body: ThresholdRequest, request: Request, principal: Admin
+) -> dict[str, Any]:
+    """One key's prompt-policy threshold (null: its tenant's)."""
+    services = services_of(request)
+    record = await run_in_threadpool(
+        services.keys.set_key_prompt_threshold, key_id, body.prompt_threshold
+    )
+    return {"object": "key_safety", "key": record.id, "prompt_threshold": record.prompt_threshold}
+
+
 # --- users: appeals ---
 
 

@@ -216,9 +216,10 @@ async def submit(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
-    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner)
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")

@@ -162,9 +162,10 @@ CREATE TABLE tenants (
 
 # v5: content safety (safety/records.py): every decision (prompt refusals, image
 # verdicts, reviews, appeals) with who and when; one appeal per subject, enforced by
-# the unique index; a per-tenant prompt-policy threshold.
+# the unique index; per-tenant and per-key prompt-policy thresholds.
 _V5 = """
 ALTER TABLE tenants ADD COLUMN prompt_threshold REAL;
+ALTER TABLE api_keys ADD COLUMN prompt_threshold REAL;
 CREATE TABLE safety_records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,

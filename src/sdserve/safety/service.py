@@ -74,7 +74,12 @@ def prompt_fields(prompt: str, keep_text: bool) -> dict[str, object]:
     return fields
 
 
-def _threshold(services: Services, owner: str | None) -> float:
+def _threshold(services: Services, owner: str | None, key_id: str | None) -> float:
+    """The key's own threshold, else its tenant's, else the deployment's."""
+    if key_id is not None:
+        key = services.keys.get(key_id)
+        if key is not None and key.prompt_threshold is not None:
+            return key.prompt_threshold
     if owner is not None:
         tenant = services.keys.tenant(owner)
         if tenant is not None and tenant.prompt_threshold is not None:
@@ -82,9 +87,11 @@ def _threshold(services: Services, owner: str | None) -> float:
     return services.settings.prompt_policy_threshold
 
 
-def _check_all(services: Services, prompts: list[tuple[str, str]], owner: str | None) -> None:
+def _check_all(
+    services: Services, prompts: list[tuple[str, str]], owner: str | None, key_id: str | None
+) -> None:
     safety = safety_of(services)
-    threshold = _threshold(services, owner)
+    threshold = _threshold(services, owner, key_id)
     for prompt, negative in prompts:
         if not prompt.strip() and not negative.strip():
             continue  # upscale's empty prompt: nothing to judge
@@ -117,9 +124,12 @@ def _refuse(
 
 
 async def check_prompts(
-    services: Services, prompts: list[tuple[str, str]], owner: str | None
+    services: Services,
+    prompts: list[tuple[str, str]],
+    owner: str | None,
+    key_id: str | None = None,
 ) -> None:
     """Every prompt of a request (a job's, or each workflow step's) before anything is
     queued: 400 content_policy_violation, or 503 moderation_unavailable when the
     external service failed and the deployment fails closed. Refusals are recorded."""
-    await run_in_threadpool(_check_all, services, prompts, owner)
+    await run_in_threadpool(_check_all, services, prompts, owner, key_id)

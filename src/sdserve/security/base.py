@@ -122,6 +122,10 @@ class KeyStore(Protocol):
         """Store a tenant's prompt-policy threshold (None: back to the deployment's)."""
         ...
 
+    def set_key_prompt_threshold(self, key_id: str, threshold: float | None) -> ApiKey:
+        """One key's prompt-policy threshold (None: its tenant's). NotFound."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -260,6 +264,7 @@ class KeyStoreBase(ABC):
             tenant=old.tenant,
             role=old.role,
             name=old.name,
+            prompt_threshold=old.prompt_threshold,
             secret_hash=hash_secret(new_id, secret),
             created_at=ts,
             expires_at=expires_at,
@@ -287,6 +292,14 @@ class KeyStoreBase(ABC):
         self, tenant: str, threshold: float | None, now: float | None = None
     ) -> None:
         self._update_tenant(tenant, now, prompt_threshold=threshold)
+
+    def set_key_prompt_threshold(self, key_id: str, threshold: float | None) -> ApiKey:
+        record = self._load(key_id)
+        if record is None:
+            raise NotFound(f"no key with id {key_id[:64]!r}")
+        changed = record.model_copy(update={"prompt_threshold": threshold})
+        self._save([changed])
+        return changed
 
     def _update_tenant(self, tenant: str, now: float | None, **changes: object) -> None:
         """One setting changed, the others kept."""

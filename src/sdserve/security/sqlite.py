@@ -27,6 +27,7 @@ _COLUMNS = (
     "expires_at",
     "revoked_at",
     "rotated_to",
+    "prompt_threshold",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM api_keys"
 
@@ -117,6 +118,7 @@ def _values(record: ApiKey) -> list[Any]:
         record.expires_at,
         record.revoked_at,
         record.rotated_to,
+        record.prompt_threshold,
     ]
 
 
@@ -131,4 +133,5 @@ def _record(row: sqlite3.Row) -> ApiKey:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         rotated_to=row["rotated_to"],
+        prompt_threshold=row["prompt_threshold"],
     )
