@@ -126,6 +126,14 @@ def test_tenant_threshold(live_factory: Factory) -> None:
     with svc.client(headers={"X-API-Key": strict}) as c:
         err = c.post("/v1/jobs", json=job_body(WEAK)).json()["error"]
         assert err["type"] == "content_policy_violation" and "0.50" in err["reason"]
+        assert c.get("/v1/admin/safety/held").status_code == 403  # admins only
+        refusal = err["decision_id"]
+    with svc.client(headers={"X-API-Key": plain}) as c:  # another tenant's refusal: none
+        other = c.post("/v1/safety/appeals", json={"subject": refusal, "note": "mine?"})
+        assert other.status_code == 404
+    with svc.client(headers={"X-API-Key": strict}) as c:
+        r = c.post("/v1/safety/appeals", json={"subject": refusal, "note": "a crime novel"})
+        assert r.status_code == 201 and r.json()["actor"].startswith("key:")
     with svc.client(headers={"X-API-Key": plain}) as c:
         assert c.post("/v1/jobs", json=job_body(WEAK)).status_code == 202
     with svc.client(headers={"X-API-Key": admin}) as c:  # a key's own beats its tenant's

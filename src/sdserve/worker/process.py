@@ -90,6 +90,9 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     registry.publish(state)
     log.info("worker %s ready", state.id)
     blobs = build_blobs(settings)
+    moderation = build_moderation(settings, blobs, server_key, catalog)
+    if moderation is not None:  # a missing or broken checker stops the worker here
+        moderation.checker_for(catalog.default.name)
     worker = Worker(
         queue,
         engine,
@@ -98,7 +101,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         worker_config(settings),
         state.id,
         image_key=image_key,
-        moderation=build_moderation(settings, blobs, server_key, catalog),
+        moderation=moderation,
     )
     try:
         worker.run(stop)
