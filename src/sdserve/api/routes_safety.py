@@ -100,7 +100,13 @@ def _approve(services: Services, job: Job) -> Job:
             raise Conflict(f"job {job.id}: image {im.id} is no longer in quarantine")
         images.append(im.model_copy(update={"withheld": False}))
     result = job.result.model_copy(update={"images": images})
-    return services.queue.review(job.id, True, result)
+    try:
+        return services.queue.review(job.id, True, result)
+    except Exception:
+        # Rejected meanwhile (or the store failed): nothing may stay served.
+        for im in images:
+            services.blobs.delete(im.id, tenant=job.owner)
+        raise
 
 
 def _reject(services: Services, job: Job, reviewer: str) -> Job:
