@@ -197,11 +197,18 @@ def _unreachable(svc: LiveService, c: httpx.Client, job_id: str, n: int) -> None
         assert svc.services.blobs.get(ident) is None
 
 
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_held_images_quarantined_then_approved_or_rejected_and_appealed(
     live_factory: Factory,
     receiver: Receiver,  # noqa: F811
+    backend: str,
 ) -> None:
-    svc = live_factory(run_dispatcher=True, webhook_allowlist=["127.0.0.1"], safety_review="hold")
+    svc = live_factory(
+        run_dispatcher=True,
+        webhook_allowlist=["127.0.0.1"],
+        safety_review="hold",
+        queue_backend=backend,
+    )
     svc.start_workers(FakeEngine(), checker=checker_flagging("a red bucket", 5))
     hook = f"http://127.0.0.1:{receiver.port}/hook"
     with svc.client() as c:
@@ -288,7 +295,7 @@ def test_held_images_quarantined_then_approved_or_rejected_and_appealed(
     )
 
     # Webhooks: held (no image link), then the decision; never a link before approval.
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while len(receiver.requests) < 4:
         assert time.monotonic() < deadline, receiver.requests
         time.sleep(0.05)
