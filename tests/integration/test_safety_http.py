@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sdserve.client.http import Client
 from sdserve.domain.jobs import image_id
 from sdserve.domain.requests import OutputFormat, image_seeds
 from sdserve.engine.fake import FakeEngine, fake_image
@@ -381,6 +382,8 @@ def test_events_stream_shows_held_then_the_decision(live_factory: Factory) -> No
     with svc.client() as c:
         job_id = c.post("/v1/jobs", json=job_body("a red bucket", seed=5)).json()["id"]
         svc.wait_status(job_id, {"held"})
+        with Client(svc.url) as client:  # the client's wait stops at held, too
+            assert client.wait(job_id, timeout=5, poll=0.05)["status"] == "held"
         seen: list[str] = []
         with c.stream("GET", f"/v1/jobs/{job_id}/events") as events:
             for line in events.iter_lines():
