@@ -394,3 +394,21 @@ def test_events_stream_shows_held_then_the_decision(live_factory: Factory) -> No
                     r = c.post(f"/v1/admin/safety/jobs/{job_id}/approve")
                     assert r.status_code == 200, r.text
         assert seen == ["held", "succeeded"]  # and ends after the terminal state
+
+
+def test_workflow_waits_on_a_held_step_and_goes_on_after_approval(live_factory: Factory) -> None:
+    svc = live_factory()
+    svc.start_workers(FakeEngine(), checker=checker_flagging("an empty room", 11))
+    steps = [job_body("an empty room", seed=11), job_body("a brighter room", task="img2img")]
+    with svc.client() as c:
+        wf = c.post("/v1/workflows", json={"steps": steps}).json()
+        first = wf["steps"][0]["job_id"]
+        svc.wait_status(first, {"held"})
+        view = c.get(f"/v1/workflows/{wf['id']}").json()
+        assert view["status"] == "running" and view["steps"][1]["job_id"] is None
+        assert c.post(f"/v1/admin/safety/jobs/{first}/approve").status_code == 200
+        deadline = time.monotonic() + 60
+        while (view := c.get(f"/v1/workflows/{wf['id']}").json())["status"] == "running":
+            assert time.monotonic() < deadline, view
+            time.sleep(0.05)
+    assert view["status"] == "succeeded", view
