@@ -412,3 +412,19 @@ def test_workflow_waits_on_a_held_step_and_goes_on_after_approval(live_factory: 
             assert time.monotonic() < deadline, view
             time.sleep(0.05)
     assert view["status"] == "succeeded", view
+
+
+def test_review_over_redis(live_factory: Factory, redis_url: str, redis_prefix: str) -> None:
+    """The Redis deployment: held in the Redis job store, record in Redis."""
+    svc = live_factory(queue_backend="redis", redis_url=redis_url, redis_prefix=redis_prefix)
+    svc.start_workers(FakeEngine(), checker=checker_flagging("a red bucket", 5))
+    with svc.client() as c:
+        assert_refused(c.post("/v1/jobs", json=job_body(BLOCKED)))
+        job_id = c.post("/v1/jobs", json=job_body("a red bucket", seed=5)).json()["id"]
+        svc.wait_status(job_id, {"held"})
+        assert [j["id"] for j in c.get("/v1/admin/safety/held").json()["data"]] == [job_id]
+        r = c.post(f"/v1/admin/safety/jobs/{job_id}/reject", json={"note": "no"})
+        assert r.json()["job"]["status"] == "failed"
+        _unreachable(svc, c, job_id, 1)
+        kinds = [x["kind"] for x in c.get("/v1/admin/safety/records").json()["data"]]
+    assert kinds == ["review", "image", "prompt"]
