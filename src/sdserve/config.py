@@ -242,6 +242,11 @@ class Settings(BaseSettings):
         "hold",
         description="A flagged image: hold the job for review, or reject (fail) it.",
     )
+    safety_record_prompts: bool = Field(
+        False,
+        description="Keep the text of refused prompts in the safety record (default: only "
+        "a SHA-256 and the length, for retention policies that forbid keeping them).",
+    )
 
     @field_validator("webhook_allowlist", "cors_origins", mode="before")
     @classmethod

@@ -18,6 +18,8 @@ from sdserve.api.openapi_doc import hoist_schemas
 from sdserve.api.routes_admin import router as admin_router
 from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
+from sdserve.api.routes_safety import admin as safety_admin_router
+from sdserve.api.routes_safety import user as safety_user_router
 from sdserve.api.routes_workflows import router as workflows_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
@@ -77,6 +79,8 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(events_router)
     app.include_router(workflows_router)
     app.include_router(admin_router)
+    app.include_router(safety_admin_router)
+    app.include_router(safety_user_router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,

@@ -29,6 +29,7 @@ from sdserve.domain.requests import (
 from sdserve.engine.base import ModelInfo
 from sdserve.observability import context as log_context
 from sdserve.observability.context import request_trace
+from sdserve.safety.service import check_prompts
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -217,9 +218,11 @@ async def submit(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
     spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -281,7 +284,7 @@ async def wait_for_terminal(
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
-        if job.status.terminal:
+        if job.status.settled:  # held for review: a person decides, not a wait
             return job
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -36,6 +36,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "http_error": (400, "the HTTP request itself is malformed"),
     "idempotency_conflict": (422, "an Idempotency-Key reused with a different body"),
     "conflict": (409, "the resource is not in a state that allows this"),
+    "held_for_review": (409, "an image was flagged and the job is held for human review"),
     "canceled": (409, "the job was canceled before it finished"),
     "content_policy_violation": (400, "the prompt was refused by the content policy"),
     "unsafe_weights": (422, "a model in a pickle-based format (.ckpt/.bin/.pt) is refused"),
@@ -59,6 +60,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "model_load_error": (500, "the worker could not load the model"),
     "lease_expired": (503, "the worker running the job was lost; retries ran out"),
     "configuration_error": (500, "the deployment is misconfigured (operator fix)"),
+    "quarantine_error": (500, "a held image could not be sealed or opened in quarantine"),
     "seal_error": (500, "a sealed secret does not open under this server's key"),
     "internal_error": (500, "an unexpected failure (logged with its request id)"),
 }

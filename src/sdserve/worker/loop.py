@@ -22,6 +22,7 @@ from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
 from sdserve.worker.inputs import InputCache
+from sdserve.worker.moderation import ImageModeration
 
 log = logging.getLogger("sdserve.worker")
 
@@ -59,6 +60,7 @@ class Worker:
         worker_id: str | None = None,
         *,
         image_key: bytes,
+        moderation: ImageModeration | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -67,6 +69,7 @@ class Worker:
         self.config = config
         self.id = worker_id or new_worker_id()
         self.image_key = image_key  # ServerKey.image_key: output ids are HMACs with it
+        self.moderation = moderation  # image checks before storing (docs/safety.md)
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -193,6 +196,8 @@ class Worker:
 
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
+        if self.moderation is not None:
+            return self.moderation.complete(self, job, item, elapsed)
         fmt = job.spec.output_format
         refs: list[ImageRef] = []
         for index, (image, seed) in enumerate(zip(item.images, job.spec.seeds, strict=True)):
