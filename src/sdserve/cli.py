@@ -25,14 +25,15 @@ app.add_typer(tenants_app, name="tenants")
 
 
 def _settings(**overrides: object) -> Settings:
-    from sdserve.config import Settings
 
     # Command-line options win over the environment; pass them on as env so that
     # child processes (workers) see the same values.
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"SDSERVE_{key.upper()}"] = str(value)
-    return Settings()
+    from sdserve.startup import load_settings
+
+    return load_settings()  # an invalid setting: one line, exit 2
 
 
 _INSECURE = typer.Option(
@@ -67,11 +68,13 @@ def serve(
 ) -> None:
     """Run the embedded service: API + supervised workers, SQLite + local files."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_or_exit
     from sdserve.supervisor import serve as run_serve
 
     settings = _settings(host=host, port=port, data_dir=data_dir, model=model, workers=workers)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_or_exit(settings)
     run_serve(settings)
 
 
@@ -86,11 +89,13 @@ def api(
 ) -> None:
     """Run only the API; workers run separately as `sdserve worker`."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_or_exit
     from sdserve.supervisor import api_only
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_or_exit(settings)
     api_only(settings)
 
 
@@ -102,10 +107,12 @@ def worker(
 ) -> None:
     """Run one GPU worker that drains the configured queue."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_worker_or_exit
     from sdserve.supervisor import worker_main
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_worker_or_exit(settings)
     worker_main(settings, embedded)
 
 

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from sdserve.config import Settings
+from sdserve.startup import WORKER_BROKEN_MODEL
 
 if TYPE_CHECKING:
     from sdserve.api.services import Services
@@ -123,6 +124,10 @@ class WorkerSupervisor:
             for i, proc in enumerate(self.procs):
                 if proc is None or proc.poll() is None or self._stop.is_set():
                     continue
+                if proc.returncode == WORKER_BROKEN_MODEL:  # restarting cannot fix a file
+                    log.error("worker %d: its model is broken (see above); not restarting", i)
+                    self.procs[i] = None
+                    continue
                 delay = self.next_delay(i)
                 log.error(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.returncode, delay
@@ -206,7 +211,7 @@ def _build_services(settings: Settings, worker_catalog: bool = False) -> Service
 
 def serve(settings: Settings) -> None:
     _require_shared_backend(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = acquire_data_dir(settings)
     ensure_default_model(settings)
     services = _build_services(settings)

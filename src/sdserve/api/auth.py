@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.services import services_of
 from sdserve.domain.errors import Forbidden, Unauthorized
+from sdserve.observability import context as log_context
 from sdserve.security.keys import KeyState, Role
 
 # The value of WWW-Authenticate on every 401 (RFC 6750).
@@ -96,6 +97,7 @@ async def current_principal(
             raise Unauthorized(f"API key {record.id} is {state.value}")
         principal = Principal(tenant=record.tenant, role=record.role, key_id=record.id)
     request.state.principal = principal
+    log_context.bind(tenant=principal.owner)  # on this request's log lines
     return principal
 
 

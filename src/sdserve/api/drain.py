@@ -37,6 +37,7 @@ class DrainingServer(uvicorn.Server):
     @classmethod
     def for_services(cls, settings: Settings, services: Services) -> DrainingServer:
         from sdserve.api.app import create_app
+        from sdserve.api.edge import uvicorn_tls
 
         config = uvicorn.Config(
             create_app(services),
@@ -45,6 +46,7 @@ class DrainingServer(uvicorn.Server):
             log_level=settings.log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=int(settings.api_drain_seconds + _ANSWER_MARGIN_S) + 1,
+            **uvicorn_tls(settings),  # type: ignore[arg-type]
         )
         return cls(config, services, settings.api_drain_seconds)
 

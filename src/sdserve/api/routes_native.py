@@ -20,6 +20,7 @@ from sdserve.domain.errors import InvalidRequest, JobCanceled, NotFound, Sdserve
 from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import GenerateRequest, JobRequest, Priority
 from sdserve.queue.base import ListFilter
+from sdserve.safety.service import HeldForReview
 from sdserve.storage.base import IMAGE_CACHE_CONTROL, valid_image_id
 from sdserve.worker.registry import READY_TTL_S, ready_workers
 
@@ -36,9 +37,8 @@ async def job_view(services: Services, job: Job) -> dict[str, Any]:
 
 
 class _JobFailed(SdserveError):
-    """A synchronous request whose job ended without images."""
-
-    status = 500
+    """A synchronous request whose job ended without images: the status is the job
+    error type's, from the one table (a refused checkpoint is not a 500)."""
 
     def __init__(self, job: Job) -> None:
         err = job.error
@@ -57,14 +57,19 @@ async def generate(request: Request, principal: Writer) -> dict[str, Any]:
     as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
     services = services_of(request)
     body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
-    job, _ = await submit(services, body, uploads=uploads, owner=principal.owner)
+    job, _ = await submit(
+        services, body, uploads=uploads, owner=principal.owner, key_id=principal.key_id
+    )
     timeout = services.settings.sync_timeout_seconds
     job = await wait_for_terminal(services, job.id, timeout, principal)
     if job.status is JobStatus.canceled:
         raise JobCanceled(f"job {job.id} was canceled", job_id=job.id)
+    if job.status is JobStatus.held:
+        raise HeldForReview(job.id)
     if job.status is not JobStatus.succeeded or job.result is None:
         raise _JobFailed(job)
-    ids = [im.id for im in job.result.images]
+    served = [im for im in job.result.images if not im.withheld]  # flagged: never sent
+    ids = [im.id for im in served]
     images = await run_in_threadpool(_read_images, services, ids, job.owner)
     return {
         "images": [base64.b64encode(data).decode() for data in images],
@@ -72,8 +77,8 @@ async def generate(request: Request, principal: Writer) -> dict[str, Any]:
         "generation_time": job.result.generation_time,
         "seed_used": job.result.seed_used,
         "job_id": job.id,
-        "seeds": [im.seed for im in job.result.images],
-        "image_ids": [im.id for im in job.result.images],
+        "seeds": [im.seed for im in served],
+        "image_ids": ids,
         "warnings": job.result.warnings,
     }
 
@@ -113,6 +118,7 @@ async def create_job(
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,
         owner=principal.owner,
+        key_id=principal.key_id,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
@@ -168,7 +174,7 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
     services = services_of(request)
     data = await run_in_threadpool(services.blobs.get, image_id, principal.owner)
     if data is None:
-        raise NotFound(f"no image with id {image_id!r}")
+        raise NotFound(f"no image with id {image_id[:64]!r}")
     media = "image/" + image_id.rsplit(".", 1)[1]
     # Private and short: a shared cache never keeps it, a deleted image soon goes.
     return Response(data, media_type=media, headers={"Cache-Control": IMAGE_CACHE_CONTROL})

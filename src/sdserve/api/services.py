@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -19,6 +20,9 @@ from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.worker.registry import WorkerRegistry, build_registry
+
+if TYPE_CHECKING:
+    from sdserve.safety.service import SafetyServices
 
 
 @dataclass
@@ -38,6 +42,8 @@ class Services:
     clock: Callable[[], float] = time.time
     # SIGTERM: the monotonic time by which waiting /v1/generate calls must answer.
     drain_deadline: float | None = None
+    # Prompt gate, decision record, quarantine: built on first use (safety.service).
+    safety: SafetyServices | None = None
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -51,6 +57,8 @@ class Services:
         self.catalog.close()
         self.registry.close()
         self.keys.close()
+        if self.safety is not None:
+            self.safety.close()
 
 
 def services_of(request: Request) -> Services:
@@ -67,7 +75,7 @@ def build_services(settings: Settings, worker_catalog: bool = False) -> Services
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     registry = build_registry(settings)
     catalog: Catalog

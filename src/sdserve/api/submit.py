@@ -33,6 +33,9 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.observability import context as log_context
+from sdserve.observability.context import request_trace
+from sdserve.safety.service import check_prompts
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -221,8 +224,11 @@ async def submit(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
+    spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -239,6 +245,7 @@ async def submit(
     )
     await inputs.persist(services, decoded, owner)
     job, created = await run_in_threadpool(services.queue.enqueue, new)
+    log_context.bind(job_id=job.id, tenant=owner)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
@@ -284,7 +291,7 @@ async def wait_for_terminal(
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
-        if job.status.terminal:
+        if job.status.settled:  # held for review: a person decides, not a wait
             return job
         now = time.monotonic()
         drain_by = services.drain_deadline

@@ -88,10 +88,12 @@ class Client:
         return job
 
     def wait(self, job_id: str, timeout: float = 600.0, poll: float = 0.5) -> dict[str, Any]:
+        """The job once it ends, or once it is ``held`` for review (a person decides
+        that, so waiting longer would not help)."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
-            if job["status"] in ("succeeded", "failed", "canceled"):
+            if job["status"] in ("succeeded", "failed", "canceled", "held"):
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")

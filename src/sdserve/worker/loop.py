@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from sdserve.domain.errors import ErrorInfo, GenerationFailed, OutOfMemory, SdserveError
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
 from sdserve.engine.base import BatchOutput, BatchRequest, GenerationEngine
+from sdserve.observability.context import log_job
 from sdserve.queue.base import JobQueue
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 from sdserve.queue.events import WakeupBus
@@ -22,6 +23,7 @@ from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
 from sdserve.worker.inputs import InputCache
+from sdserve.worker.moderation import ImageModeration
 
 if TYPE_CHECKING:
     from sdserve.observability.prom import WorkerMetrics
@@ -64,6 +66,7 @@ class Worker:
         worker_id: str | None = None,
         *,
         image_key: bytes,
+        moderation: ImageModeration | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -72,6 +75,7 @@ class Worker:
         self.config = config
         self.id = worker_id or new_worker_id()
         self.image_key = image_key  # ServerKey.image_key: output ids are HMACs with it
+        self.moderation = moderation  # image checks before storing (docs/safety.md)
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -169,6 +173,8 @@ class Worker:
         jobs = self._drop_unloadable(jobs, inputs)
         if not jobs:
             return
+        for job in jobs:
+            log_job(log, job, "job %s running (batch of %d)", job.id, len(jobs))
         # The heartbeat runs until the batch is encoded, stored and completed (or
         # failed): a lease may not lapse while its results are being written.
         beat = _Heartbeat(self, [j.id for j in jobs])
@@ -259,6 +265,7 @@ class Worker:
                 err = GenerationFailed("engine returned no images for this job")
                 self.queue.fail(job.id, self.id, _job_error(err), retryable=True)
                 self._count_error(err)
+            log_job(log, job, "job %s finished", job.id)
             self.wakeups.notify_job(job.id)
 
     def _count_error(self, exc: BaseException) -> None:
@@ -267,6 +274,8 @@ class Worker:
 
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
+        if self.moderation is not None:
+            return self.moderation.complete(self, job, item, elapsed)
         fmt = job.spec.output_format
         refs: list[ImageRef] = []
         for index, (image, seed) in enumerate(zip(item.images, job.spec.seeds, strict=True)):

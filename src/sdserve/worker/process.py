@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from sdserve.config import Settings
+from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.base import GenerationEngine
 from sdserve.engine.catalog import Catalog
 from sdserve.engine.process_env import prepare_engine_env
@@ -19,8 +20,10 @@ from sdserve.observability.prom import WorkerMetrics
 from sdserve.observability.worker_http import WorkerHttp
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
+from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
+from sdserve.worker.moderation import build_moderation
 from sdserve.worker.registry import WorkerState, build_registry, published_models
 
 log = logging.getLogger("sdserve.worker")
@@ -90,7 +93,8 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_term)
-    image_key = load_server_key(settings).image_key  # a missing key fails before loading
+    server_key = load_server_key(settings)  # a missing key fails before loading
+    image_key = server_key.image_key
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     engine, catalog, device = build_engine(settings)
@@ -106,10 +110,11 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         catalog=published_models(catalog),
         default_model=default_model,
     )
+    blobs = build_blobs(settings)
     worker = Worker(
         queue,
         engine,
-        build_blobs(settings),
+        blobs,
         wakeups,
         worker_config(settings),
         state.id,
@@ -146,8 +151,17 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
             return
         log.info("worker %s loading model %s", state.id, default_model)
         loading = time.perf_counter()
-        engine.load()
+        try:
+            engine.load()
+        except ModelLoadError as exc:  # a restart cannot fix the file: tell the supervisor
+            log.error("worker %s cannot load its model: %s", state.id, exc.message)
+            registry.remove(state.id)
+            raise SystemExit(WORKER_BROKEN_MODEL) from None
         metrics.model_loaded(default_model, time.perf_counter() - loading)
+        moderation = build_moderation(settings, blobs, server_key, catalog)
+        if moderation is not None:  # a missing or broken checker stops the worker here
+            moderation.checker_for(catalog.default.name)
+        worker.moderation = moderation
         state.ready = True
         metrics.ready.set(1)
         state.models_loaded = engine.loaded_models()
