@@ -16,6 +16,7 @@ COMPAT_UPLOAD_PATHS = frozenset(
 
 
 def compat_routers() -> list[APIRouter]:
+    from sdserve.api.facade_a1111 import router as a1111_router
     from sdserve.api.facade_openai import router as openai_router
 
-    return [openai_router]
+    return [openai_router, a1111_router]
