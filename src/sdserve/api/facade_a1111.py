@@ -232,7 +232,7 @@ async def progress(request: Request, principal: Reader) -> dict[str, Any]:
     text = None
     if job.status.value == "queued":
         position = await run_in_threadpool(services.queue.queue_position, job.id)
-        text = f"queued, position {position}"
+        text = f"queued, {position} jobs ahead"
     return _progress_body(fraction, eta, job.id, job.progress_step, job.progress_total, text)
 
 
