@@ -186,6 +186,10 @@ def test_progress_then_interrupt(live_factory: Factory) -> None:
         time.sleep(0.02)
     assert progress["state"]["sampling_steps"] == 100 and 0 < progress["progress"] < 1
     assert progress["current_image"] is None  # no previews exist
+    # Another tenant sees none of it and cannot interrupt it.
+    other = api_for(svc, svc.services.keys.create("beta", Role.user).key)
+    assert other.get_progress()["state"]["job"] == ""
+    assert other.interrupt()["interrupted"] == []
     assert len(api.interrupt()["interrupted"]) == 1
     thread.join(timeout=30)
     assert results and results[0].images == []

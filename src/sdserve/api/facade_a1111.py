@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import ImageOps
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.a1111_fields import (
@@ -54,6 +55,12 @@ def render_a1111_error(request: Request, facts: ErrorFacts) -> Response:
             for p in facts.problems
         ]
     return JSONResponse(body, status_code=facts.status, headers=retry_headers(facts))
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """Documents a body the route parses itself (A1111 bodies are JSON only)."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
 
 
 router = APIRouter(
@@ -175,19 +182,19 @@ async def _mask_uploads(services: Services, tr: Translated) -> tuple[GenerateReq
     return tr.request.model_copy(update={"mask": None}), Uploads({"mask": data})
 
 
-@router.post("/txt2img")
+@router.post("/txt2img", openapi_extra=_json_body(A1111Request))
 async def txt2img(request: Request, principal: Writer) -> dict[str, Any]:
     return await _generate(request, principal, img2img=False)
 
 
-@router.post("/img2img")
+@router.post("/img2img", openapi_extra=_json_body(A1111Request))
 async def img2img(request: Request, principal: Writer) -> dict[str, Any]:
     """img2img; with ``mask`` (white = repaint, or black with inpainting_mask_invert=1)
     an inpaint."""
     return await _generate(request, principal, img2img=True)
 
 
-@router.post("/extra-single-image")
+@router.post("/extra-single-image", openapi_extra=_json_body(A1111Upscale))
 async def extra_single_image(request: Request, principal: Writer) -> dict[str, Any]:
     """Upscale with an installed upscaler: ``upscaler_1`` names one, else the one whose
     factor is ``upscaling_resize``, else the deployment's default."""

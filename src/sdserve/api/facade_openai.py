@@ -26,6 +26,7 @@ from sdserve.api.openai_inputs import (
     parse_openai,
     to_native,
 )
+from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.services import Services, services_of
 from sdserve.api.sync_run import Finished, run_sync
 from sdserve.domain.errors import InvalidRequest, NotFound
@@ -127,7 +128,7 @@ def _response(
 IdempotencyKey = Annotated[str | None, Header()]
 
 
-@router.post("/v1/images/generations")
+@router.post("/v1/images/generations", openapi_extra=request_body_doc(OpenAIImageRequest))
 async def generations(
     request: Request, principal: Writer, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any]:
@@ -135,7 +136,7 @@ async def generations(
     return await _images("generations", request, principal, idempotency_key)
 
 
-@router.post("/v1/images/edits")
+@router.post("/v1/images/edits", openapi_extra=request_body_doc(OpenAIImageRequest))
 async def edits(
     request: Request, principal: Writer, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any]:
@@ -145,7 +146,7 @@ async def edits(
     return await _images("edits", request, principal, idempotency_key)
 
 
-@router.post("/v1/images/variations")
+@router.post("/v1/images/variations", openapi_extra=request_body_doc(OpenAIImageRequest))
 async def variations(
     request: Request, principal: Writer, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any]:
