@@ -65,6 +65,8 @@ def test_txt2img_fields_seeds_and_info(api: webuiapi.WebUIApi) -> None:
     assert (info["steps"], info["cfg_scale"]) == (3, 5.0)
     assert any(n.startswith("restore_faces") for n in info["notes"])
     assert result.parameters["prompt"] == "a red circle"
+    quiet = api.txt2img(prompt="x", steps=1, width=64, height=64, send_images=False)
+    assert quiet.images == [] and len(quiet.info["all_seeds"]) == 1
     # seed -1: random, and reported.
     rnd = api.txt2img(prompt="a cat", seed=-1, steps=1, width=64, height=64)
     assert isinstance(rnd.info["seed"], int) and rnd.info["seed"] >= 0

@@ -146,8 +146,9 @@ def _response(done: Finished, tr: Translated, body: A1111Request) -> dict[str, A
     parameters = body.model_dump()
     parameters["init_images"] = None  # not echoed: the client has them
     parameters["mask"] = None
+    send = (body.model_extra or {}).get("send_images", True) is not False
     return {
-        "images": [base64.b64encode(data).decode() for data in done.images],
+        "images": [base64.b64encode(data).decode() for data in done.images] if send else [],
         "parameters": parameters,
         "info": json.dumps(_info(done.job, tr, body)),
     }
