@@ -197,3 +197,15 @@ def test_progress_then_interrupt(live_factory: Factory) -> None:
     assert results and results[0].images == []
     assert results[0].info["interrupted"] is True
     assert json.loads(results[0].json["info"])["interrupted"] is True
+
+
+def test_idempotency_key_reuses_the_job(svc: LiveService) -> None:
+    key = svc.services.keys.create("acme", Role.user).key
+    body = {"prompt": "x", "steps": 1, "width": 64, "height": 64}
+    headers = {"Idempotency-Key": "a1111-once"}
+    runs = [
+        httpx.post(svc.url + "/sdapi/v1/txt2img", json=body, auth=("u", key), headers=headers)
+        for _ in range(2)
+    ]
+    ids = [json.loads(r.json()["info"])["sdserve"]["job_id"] for r in runs]
+    assert ids[0] == ids[1] and runs[0].json()["images"] == runs[1].json()["images"]

@@ -133,6 +133,7 @@ async def _generate(request: Request, principal: Principal, img2img: bool) -> di
                 req,
                 principal,
                 uploads=uploads,
+                idempotency_key=request.headers.get("idempotency-key"),
                 on_submit=lambda job: state.started(principal.owner, job.id),
             )
         except JobCanceled:
@@ -208,7 +209,8 @@ async def extra_single_image(request: Request, principal: Writer) -> dict[str, A
     try:
         info = model_for_task(chosen.name if chosen else None, Task.upscale, services)
         req = GenerateRequest(task=Task.upscale, image=body.image, model=info.name)
-        done = await run_sync(services, req, principal)
+        key = request.headers.get("idempotency-key")
+        done = await run_sync(services, req, principal, idempotency_key=key)
     except InvalidRequest as exc:
         raise renamed(exc, {"image": "image", "model": "upscaler_1"}) from exc
     notes = upscale_notes(body, info.upscale_factor)
