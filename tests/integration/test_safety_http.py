@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sdserve.client.http import Client
+from sdserve.client import Client
 from sdserve.domain.jobs import image_id
 from sdserve.domain.requests import OutputFormat, image_seeds
 from sdserve.engine.fake import FakeEngine, fake_image

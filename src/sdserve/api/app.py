@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
+from sdserve.api.compat import COMPAT_UPLOAD_PATHS, compat_routers
 from sdserve.api.edge import install_edge
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.openapi_doc import hoist_schemas
@@ -28,7 +29,7 @@ from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
 # Routes that take input images get their own body limit (max_upload_bytes).
-UPLOAD_PATHS = frozenset({"/v1/generate", "/v1/jobs", "/v1/workflows"})
+UPLOAD_PATHS = frozenset({"/v1/generate", "/v1/jobs", "/v1/workflows"} | COMPAT_UPLOAD_PATHS)
 
 
 def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
@@ -84,6 +85,8 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(dead_letters_router)
     app.include_router(safety_admin_router)
     app.include_router(safety_user_router)
+    for compat_router in compat_routers():
+        app.include_router(compat_router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,

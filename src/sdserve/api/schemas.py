@@ -74,6 +74,10 @@ class JobList(BaseModel):
 
 
 class ModelView(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
     name: str
     family: str
     default_width: int

@@ -142,7 +142,13 @@ class Job(BaseModel):
 def _public_image(im: ImageRef, base_url: str) -> dict[str, Any]:
     if im.withheld:  # never a link to an image that is not served
         return {"id": None, "url": None, "seed": im.seed, "withheld": True, "reason": im.safety}
-    return {"id": im.id, "url": f"{base_url}/v1/images/{im.id}", "seed": im.seed, "withheld": False}
+    return {
+        "id": im.id,
+        "url": f"{base_url}/v1/images/{im.id}",
+        "seed": im.seed,
+        "withheld": False,
+        "reason": None,
+    }
 
 
 def new_job_id() -> str:
