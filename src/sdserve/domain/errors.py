@@ -55,6 +55,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "storage_unavailable": (503, "the blob store cannot be reached or is misconfigured"),
     "moderation_unavailable": (503, "the moderation check could not run; retry later"),
     "generation_timeout": (504, "the synchronous wait ran out; the job goes on"),
+    "shutting_down": (503, "the API is draining (SIGTERM); the job goes on: poll it"),
     "generation_failed": (500, "the engine failed on this job"),
     "out_of_memory": (503, "the accelerator ran out of memory even at batch size one"),
     "model_load_error": (500, "the worker could not load the model"),
@@ -148,7 +149,6 @@ class ShuttingDown(SdserveError):
     from another API process."""
 
     type = "shutting_down"
-    status = 503
     retryable = True
 
 
