@@ -42,7 +42,7 @@ def _get(cache: ModelCache[Model], name: str, loads: list[str]) -> Model:
         loads.append(name)
         return Model(name, SIZES[name])
 
-    return cache.get(name, load, SIZES[name], lambda m: m.nbytes)
+    return cache.get(name, load, lambda: SIZES[name], lambda m: m.nbytes)
 
 
 def _tiers(cache: ModelCache[Model]) -> dict[str, str]:

@@ -95,10 +95,14 @@ class ModelCache(Generic[T]):
     # --- the one entry point ---
 
     def get(
-        self, name: str, load: Callable[[], T], estimate: int, measure: Callable[[T], int]
+        self,
+        name: str,
+        load: Callable[[], T],
+        estimate: Callable[[], int],
+        measure: Callable[[T], int],
     ) -> T:
         """The model ``name`` on the device: already there, brought back from the host
-        tier, or built by ``load`` (room is made first for ``estimate`` bytes, and again
+        tier, or built by ``load`` (room is made first for ``estimate()`` bytes, and again
         for its measured size, since two large models may not fit side by side)."""
         hit = self._device.get(name)
         if hit is not None:
@@ -115,7 +119,7 @@ class ModelCache(Generic[T]):
             self.metrics.model_requests.labels("host").inc()
             log.info("model %s back on the device from the RAM tier", name)
             return warm.value
-        self._make_room(estimate)
+        self._make_room(estimate())
         self._release()
         value = load()
         nbytes = measure(value)

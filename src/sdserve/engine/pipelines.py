@@ -247,7 +247,7 @@ class DiffusersEngine:
             return self._models.get(
                 name,
                 lambda: self._load(info),
-                estimate_bytes(info.source, self._dtype),
+                lambda: estimate_bytes(info.source, self._dtype),
                 lambda m: pipeline_bytes(m.pipe),
             )
 
