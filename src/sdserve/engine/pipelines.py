@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,6 +64,7 @@ from sdserve.engine.device import (
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
 from sdserve.engine.loader import load_pipeline
+from sdserve.engine.lora_files import lora_path
 from sdserve.engine.memory import (
     device_budget,
     estimate_bytes,
@@ -261,10 +263,14 @@ class DiffusersEngine:
         pipe = apply_optimisations(pipe, self.settings, _target_device(self.settings))
         pipe.set_progress_bar_config(disable=True)
         loaded = LoadedModel(info, pipe, dict(pipe.scheduler.config))
+        loaded.adapters.max_loaded = self.settings.max_loaded_loras
         if self.settings.torch_compile:
             self._warm_up(loaded)
         log.info("loaded model %s in %.1fs", info.name, time.perf_counter() - started)
         return loaded
+
+    def _lora_path(self, name: str) -> Path | None:
+        return lora_path(self.settings, name)
 
     def _warm_up(self, model: LoadedModel) -> None:
         """One real generation of the model's own task at its native size (for an
@@ -311,6 +317,7 @@ class DiffusersEngine:
         progress = Progress(on_step, job_ids, steps)
         pipe: Any = None
         try:
+            model.adapters.apply(model.pipe, req.loras, self._lora_path, self.metrics)
             pipe = task_pipeline(model, req.task, self.settings)
             pairs = _uses_cfg(pipe, req.task, req.guidance_scale)
             with torch.inference_mode(), guidance_pairs(pipe, pairs):
