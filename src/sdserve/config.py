@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     max_loaded_loras: int = Field(
         8, ge=1, description="LoRA adapters a loaded model keeps attached (LRU)."
     )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where a worker serves its Prometheus cache metrics (model loads, "
+        "evictions, LoRA, result-cache hits); 0 = off. One port per worker process.",
+    )
     result_cache_ttl_seconds: float = Field(
         0,
         ge=0,

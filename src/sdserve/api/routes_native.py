@@ -75,6 +75,7 @@ async def generate(request: Request, principal: Writer) -> dict[str, Any]:
         "seeds": [im.seed for im in job.result.images],
         "image_ids": [im.id for im in job.result.images],
         "warnings": job.result.warnings,
+        "cached": job.result.cached,
     }
 
 

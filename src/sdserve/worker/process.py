@@ -11,7 +11,10 @@ import threading
 
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.observability.cache_metrics import CacheMetrics
 from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.results.cache import build_result_cache
+from sdserve.results.revision import model_revision
 from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
@@ -54,7 +57,18 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
-    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
+    metrics = CacheMetrics()
+    engine = DiffusersEngine(
+        settings, catalog, max_loaded=settings.max_loaded_models, metrics=metrics
+    )
+    blobs = build_blobs(settings)
+    results = build_result_cache(
+        settings, blobs, lambda name: model_revision(catalog.get(name)), metrics
+    )
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
     registry = build_registry(settings)
     state = WorkerState(
         id=new_worker_id(),
@@ -90,11 +104,12 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     worker = Worker(
         queue,
         engine,
-        build_blobs(settings),
+        blobs,
         wakeups,
         worker_config(settings),
         state.id,
         image_key=image_key,
+        results=results,
     )
     try:
         worker.run(stop)
@@ -104,5 +119,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         except Exception:  # its state expires by itself
             log.exception("removing the worker state failed")
         registry.close()
+        if results is not None:
+            results.close()
         wakeups.close()
         queue.close()
