@@ -65,6 +65,11 @@ class LoraSet:
             return
         if not hasattr(pipe, "load_lora_weights"):
             raise InvalidRequest.single("loras", "this model's pipeline takes no LoRA adapters")
+        if hasattr(getattr(pipe, "unet", None), "_orig_mod"):
+            # PEFT rewrites the modules a compiled graph has captured.
+            raise InvalidRequest.single(
+                "loras", "LoRA adapters are not available with SDSERVE_TORCH_COMPILE=true"
+            )
         names = [name for name, _ in wanted]
         for name in names:
             if name in self.attached:
