@@ -104,3 +104,21 @@ def test_count_limit_and_clear() -> None:
     assert cache.residents() == [] and rec.releases == 1
     with pytest.raises(ValueError):
         ModelCache(rec, device_budget=1, max_device=0)
+
+
+def test_a_failed_move_back_drops_the_model() -> None:
+    class Failing(Recorder):
+        def to_device(self, value: Model) -> None:
+            raise MemoryError("out of memory")
+
+    rec, loads = Failing(), []
+    cache = ModelCache(rec, device_budget=10_000, host_budget=10_000, max_device=1)
+    _get(cache, "a", loads)
+    _get(cache, "b", loads)
+    assert _tiers(cache) == {"b": "device", "a": "host"}
+    with pytest.raises(MemoryError):
+        _get(cache, "a", loads)
+    assert "a" not in _tiers(cache) and rec.releases == 1
+    rec.to_device = Recorder.to_device.__get__(rec)  # type: ignore[method-assign]
+    _get(cache, "a", loads)  # loads again from disk
+    assert loads == ["a", "b", "a"]

@@ -113,7 +113,14 @@ class ModelCache(Generic[T]):
         if warm is not None:
             self._make_room(warm.nbytes)
             self._release()
-            self.placement.to_device(warm.value)
+            try:
+                self.placement.to_device(warm.value)
+            except BaseException:
+                # Half moved (out of memory, say): neither tier can vouch for it.
+                self._drop(warm, "host")
+                del warm
+                self._release()
+                raise
             warm.tier = "device"
             self._device[name] = warm
             self.metrics.model_requests.labels("host").inc()
