@@ -52,6 +52,9 @@ def main() -> None:
     from sdserve.engine.pipelines import DiffusersEngine
 
     paths = _models(args.model)
+    import gc
+
+    gc.freeze()  # as a worker process does before loading (worker/process.py)
     infos = [describe(p.name, str(p)) for p in paths]
     from sdserve.engine.device import pick_device, pick_dtype
     from sdserve.engine.memory import estimate_bytes

@@ -3,6 +3,7 @@ each a disk load that evicts the previous model; RSS stays flat."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ CYCLES = 7  # x 3 models = 21 switches (~0.6 s each on the test machines)
 
 
 @pytest.fixture(scope="module")
-def three_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def three_models(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from sdserve.engine.demo import create_demo_model
 
-    root = tmp_path_factory.mktemp("three")
-    return [create_demo_model(root / f"m{i}", seed=i) for i in range(3)]
+    root = tmp_path_factory.mktemp("three")  # the session's demo model (seed 0) and two more
+    return [demo_model_dir, *(create_demo_model(root / f"m{i}", seed=i) for i in (1, 2))]
 
 
 def test_switching_among_three_models_keeps_rss_flat(three_models: list[Path]) -> None:
@@ -30,13 +31,17 @@ def test_switching_among_three_models_keeps_rss_flat(three_models: list[Path]) -
     settings = Settings(device="cpu", model_memory_budget_bytes=size * 3 // 2)
     engine = DiffusersEngine(settings, Catalog(infos[0], infos[1:]), max_loaded=3)
     after: list[int] = []
-    for _ in range(CYCLES):
-        for info in infos:
-            model = engine.get_model(info.name)
-            assert abs(pipeline_bytes(model.pipe) - size) < size // 100  # estimate ~ exact
-            del model
-        assert [r.name for r in engine.residents()] == [infos[-1].name]
-        after.append(rss_bytes())
+    gc.freeze()  # as a worker process does before loading (worker/process.py)
+    try:
+        for _ in range(CYCLES):
+            for info in infos:
+                model = engine.get_model(info.name)
+                assert abs(pipeline_bytes(model.pipe) - size) < size // 100  # estimate ~ exact
+                del model
+            assert [r.name for r in engine.residents()] == [infos[-1].name]
+            after.append(rss_bytes())
+    finally:
+        gc.unfreeze()
     loads = engine.metrics.value("sdserve_model_loads_total")
     assert loads == 3 * CYCLES  # every switch really loaded from disk
     leaked_if_kept = size * 3 * (CYCLES - 1)
