@@ -97,3 +97,13 @@ def test_the_batch_key_holds_the_adapter_set() -> None:
     a_half = job_spec(loras=(LoraRef(name="a", scale=0.5),))
     assert len({plain.batch_key, a.batch_key, a_half.batch_key}) == 3
     assert job_spec(loras=(LoraRef(name="a"),)).batch_key == a.batch_key
+
+
+def test_a_replaced_adapter_file_is_read_again(demo_model_dir: Path, tmp_path: Path) -> None:
+    make_lora(demo_model_dir, tmp_path / "style.safetensors", "peft", seed=1)
+    engine = _engine(demo_model_dir, tmp_path)
+    first = _image(engine, (("style", 1.0),))
+    make_lora(demo_model_dir, tmp_path / "style.safetensors", "peft", seed=2)
+    second = _image(engine, (("style", 1.0),))
+    assert not np.array_equal(first, second)
+    assert engine.metrics.value("sdserve_lora_loads_total") == 2

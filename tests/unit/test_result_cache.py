@@ -40,12 +40,14 @@ class Rig:
         self.blobs = LocalBlobStore(tmp_path / "images")
         self.clock = Clock()
         self.revisions = {"tiny": "sha256:aaa", "other": "sha256:bbb"}
+        self.adapters = {"style": "sha256:s1"}
         self.cache = ResultCache(
             SqliteResultStore(tmp_path / "result_cache.db"),
             TTL,
             self.blobs,
             lambda model: self.revisions[model],
             clock=self.clock,
+            adapter_revision_of=lambda name: self.adapters[name],
         )
         config = WorkerConfig(max_batch_images=1, batch_window_s=0, retry_delay_s=0)
         self.worker = Worker(
@@ -192,3 +194,12 @@ def test_off_by_default(ttl: float, tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path).result_cache_ttl_seconds == 0
     assert build_result_cache(settings, LocalBlobStore(tmp_path), lambda m: m) is None
     assert not (tmp_path / "result_cache.db").exists()
+
+
+def test_a_replaced_adapter_file_misses(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    styled = {"loras": (LoraRef(name="style"),)}
+    rig.run(**styled)
+    assert rig.run(**styled).result.cached is True  # type: ignore[union-attr]
+    rig.adapters["style"] = "sha256:s2"
+    assert rig.run(**styled).result.cached is False  # type: ignore[union-attr]

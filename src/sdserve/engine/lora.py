@@ -45,6 +45,7 @@ class LoraSet:
     def __init__(self, max_loaded: int = 8) -> None:
         self.max_loaded = max_loaded
         self.attached: OrderedDict[str, str] = OrderedDict()  # name -> adapter id, LRU first
+        self.stamps: dict[str, tuple[int, int]] = {}  # name -> (size, mtime_ns) attached
         self.active: tuple[tuple[str, float], ...] = ()
 
     def apply(
@@ -56,7 +57,7 @@ class LoraSet:
     ) -> None:
         """Make ``wanted`` (name, scale) the pipeline's active adapters (none: off)."""
         wanted = tuple(wanted)
-        if wanted == self.active:
+        if wanted == self.active and not any(self._stale(n, resolve) for n, _ in wanted):
             return
         if not wanted:
             if self.attached:
@@ -72,6 +73,8 @@ class LoraSet:
             )
         names = [name for name, _ in wanted]
         for name in names:
+            if name in self.attached and self._stale(name, resolve):
+                self._detach(pipe, name, metrics)  # the file was replaced: read it again
             if name in self.attached:
                 self.attached.move_to_end(name)
             else:
@@ -79,6 +82,10 @@ class LoraSet:
         pipe.enable_lora()
         pipe.set_adapters([self.attached[n] for n in names], adapter_weights=[s for _, s in wanted])
         self.active = wanted
+
+    def _stale(self, name: str, resolve: Callable[[str], Path | None]) -> bool:
+        path = resolve(name)
+        return path is None or _stamp(path) != self.stamps.get(name)
 
     def _attach(
         self,
@@ -110,11 +117,13 @@ class LoraSet:
                 "loras", f"LoRA adapter {name!r} does not fit this model: {exc}"
             ) from exc
         self.attached[name] = ident
+        self.stamps[name] = _stamp(path)
         metrics.lora_loads.inc()
         log.info("attached LoRA adapter %s", name)
 
     def _detach(self, pipe: Any, name: str, metrics: CacheMetrics) -> None:
         ident = self.attached.pop(name)
+        self.stamps.pop(name, None)
         self._forget(pipe, ident)
         self.active = tuple(a for a in self.active if a[0] != name)
         metrics.lora_evictions.inc()
@@ -126,3 +135,8 @@ class LoraSet:
         with warnings.catch_warnings(), suppress(ValueError, KeyError, AttributeError):
             warnings.simplefilter("ignore")
             pipe.delete_adapters([ident])
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns

@@ -21,10 +21,12 @@ from collections.abc import Callable
 
 from sdserve.config import Settings
 from sdserve.domain.jobs import ImageRef, Job, JobResult, image_id
+from sdserve.engine.lora_files import lora_path
 from sdserve.observability.cache_metrics import CacheMetrics
 from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
 from sdserve.results.key import result_key
+from sdserve.results.revision import weights_hash
 from sdserve.results.store import CachedResult, ResultStore
 from sdserve.storage.base import BlobStore
 
@@ -41,6 +43,7 @@ class ResultCache:
         revision_of: Callable[[str], str],
         metrics: CacheMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        adapter_revision_of: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.ttl = ttl
@@ -48,6 +51,7 @@ class ResultCache:
         self.revision_of = revision_of
         self.metrics = metrics or CacheMetrics()
         self.clock = clock
+        self.adapter_revision_of = adapter_revision_of
         # job id -> key, from lookup to remember; bounded, as failed jobs never come back
         self._keys: OrderedDict[str, str] = OrderedDict()
 
@@ -63,7 +67,12 @@ class ResultCache:
             if data is None:
                 return None
             hashes[name] = hashlib.sha256(data).hexdigest()
-        return result_key(job.spec, job.owner, self.revision_of(job.spec.model), hashes)
+        adapters = {
+            ref.name: self.adapter_revision_of(ref.name) if self.adapter_revision_of else ""
+            for ref in job.spec.loras
+        }
+        revision = self.revision_of(job.spec.model)
+        return result_key(job.spec, job.owner, revision, hashes, adapters)
 
     def answer(
         self,
@@ -162,4 +171,16 @@ def build_result_cache(
         from sdserve.results.store import SqliteResultStore
 
         store = SqliteResultStore(settings.data_dir / "result_cache.db")
-    return ResultCache(store, settings.result_cache_ttl_seconds, blobs, revision_of, metrics)
+
+    def adapter_revision(name: str) -> str:
+        path = lora_path(settings, name)
+        return weights_hash(str(path)) if path is not None else "missing"
+
+    return ResultCache(
+        store,
+        settings.result_cache_ttl_seconds,
+        blobs,
+        revision_of,
+        metrics,
+        adapter_revision_of=adapter_revision,
+    )

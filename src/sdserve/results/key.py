@@ -24,9 +24,12 @@ def result_key(
     tenant: str | None,
     model_revision: str,
     input_hashes: dict[str, str],
+    adapter_revisions: dict[str, str] | None = None,
 ) -> str:
     """``input_hashes``: sha256 of each stored input (``image``, ``mask``), since input
-    ids are random per upload while their bytes are what is drawn from."""
+    ids are random per upload while their bytes are what is drawn from.
+    ``adapter_revisions``: a hash of each LoRA adapter's file, so a replaced adapter
+    file (same name) misses."""
     drawn: dict[str, Any] = {
         k: v for k, v in spec.model_dump(mode="json").items() if k not in _NOT_DRAWN
     }
@@ -37,6 +40,7 @@ def result_key(
             "revision": model_revision,
             "spec": drawn,
             "inputs": dict(sorted(input_hashes.items())),
+            "adapters": dict(sorted((adapter_revisions or {}).items())),
         },
         sort_keys=True,
         separators=(",", ":"),
