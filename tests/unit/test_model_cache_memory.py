@@ -1,4 +1,4 @@
-"""Eviction really frees memory: 21 switches (7 cycles) over 3 models on the real engine,
+"""Eviction really frees memory: 20 cycles over 3 models (60 switches) on the real engine,
 each a disk load that evicts the previous model; RSS stays flat."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sdserve.engine.catalog import Catalog, describe
 from sdserve.engine.memory import estimate_bytes, pipeline_bytes, rss_bytes
 from sdserve.engine.pipelines import DiffusersEngine
 
-CYCLES = 7  # x 3 models = 21 switches (~0.6 s each on the test machines)
+CYCLES = 20  # x 3 models = 60 switches (~0.2 s each)
 
 
 @pytest.fixture(scope="module")
