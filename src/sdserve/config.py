@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         "load (LRU beyond it leave memory). Unset = 50% of RAM; 0 = off; none on CPU.",
     )
     loras_dir: Path | None = Field(
-        None, description="Folder of LoRA adapters, *.safetensors (default: <data_dir>/loras)."
+        None, description="Folder of LoRA adapters, .safetensors files (default: <data_dir>/loras)."
     )
     max_loaded_loras: int = Field(
         8, ge=1, description="LoRA adapters a loaded model keeps attached (LRU)."
