@@ -203,3 +203,24 @@ def test_a_replaced_adapter_file_misses(tmp_path: Path) -> None:
     assert rig.run(**styled).result.cached is True  # type: ignore[union-attr]
     rig.adapters["style"] = "sha256:s2"
     assert rig.run(**styled).result.cached is False  # type: ignore[union-attr]
+
+
+def test_the_redis_backend_keeps_results_in_redis(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    from sdserve.config import Settings
+    from sdserve.results.cache import build_result_cache
+
+    settings = Settings(
+        data_dir=tmp_path,
+        queue_backend="redis",
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        result_cache_ttl_seconds=30,
+    )
+    cache = build_result_cache(settings, LocalBlobStore(tmp_path), lambda m: m)
+    assert cache is not None and isinstance(cache.store, RedisResultStore)
+    cache.store.put("k", CachedResult([("a.png", 1)]), now=0, ttl=30)
+    assert cache.store.get("k", now=0) == CachedResult([("a.png", 1)])
+    assert not (tmp_path / "result_cache.db").exists()
+    cache.close()
