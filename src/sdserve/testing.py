@@ -54,7 +54,7 @@ class ServeProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env.setdefault("auth", "off")
-        # Any free port for workers' health/metrics: tests run side by side.
+        # Workers' health/metrics port off unless asked for: tests run side by side.
         env.setdefault("worker_metrics_port", "0")
         full = dict(os.environ)
         full.update(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -16,9 +17,12 @@ from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.base import GenerationEngine
 from sdserve.engine.catalog import Catalog
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.observability.cache_metrics import CacheMetrics
 from sdserve.observability.prom import WorkerMetrics
 from sdserve.observability.worker_http import WorkerHttp
 from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.results.cache import build_result_cache
+from sdserve.results.revision import model_revision
 from sdserve.security.server_key import load_server_key
 from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
@@ -55,7 +59,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def build_engine(settings: Settings) -> tuple[GenerationEngine, Catalog, str]:
+def build_engine(
+    settings: Settings, cache_metrics: CacheMetrics
+) -> tuple[GenerationEngine, Catalog, str]:
     """The engine, the models it serves and the device it runs on."""
     if settings.engine == "fake":
         from sdserve.engine.fake import FakeEngine
@@ -68,7 +74,9 @@ def build_engine(settings: Settings) -> tuple[GenerationEngine, Catalog, str]:
     from sdserve.engine.pipelines import DiffusersEngine
 
     catalog = build_catalog(settings)
-    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
+    engine = DiffusersEngine(
+        settings, catalog, max_loaded=settings.max_loaded_models, metrics=cache_metrics
+    )
     return engine, catalog, str(pick_device(settings.device))
 
 
@@ -97,10 +105,13 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     image_key = server_key.image_key
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
-    engine, catalog, device = build_engine(settings)
+    metrics = WorkerMetrics()
+    # The model cache's own metrics (loads, evictions, LoRA, result cache) share the
+    # worker's registry: one port, one scrape.
+    cache_metrics = CacheMetrics(metrics.registry)
+    engine, catalog, device = build_engine(settings, cache_metrics)
     default_model = catalog.default.name
     registry = build_registry(settings)
-    metrics = WorkerMetrics()
     state = WorkerState(
         id=new_worker_id(),
         pid=os.getpid(),
@@ -111,6 +122,9 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         default_model=default_model,
     )
     blobs = build_blobs(settings)
+    results = build_result_cache(
+        settings, blobs, lambda name: model_revision(catalog.get(name)), cache_metrics
+    )
     worker = Worker(
         queue,
         engine,
@@ -119,6 +133,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         worker_config(settings),
         state.id,
         image_key=image_key,
+        results=results,
     )
     worker.metrics = metrics
     draining.append(worker)
@@ -149,6 +164,10 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     try:
         if stop.is_set():  # stopped while starting: not worth loading a model
             return
+        # Everything imported so far (torch, diffusers, transformers: ~200k objects)
+        # lives as long as the process: keep it out of the collections that evicting a
+        # model runs (engine/memory.py), which then cost milliseconds, not a quarter second.
+        gc.freeze()
         log.info("worker %s loading model %s", state.id, default_model)
         loading = time.perf_counter()
         try:
@@ -195,6 +214,8 @@ def _start_http(
     ready: Callable[[], bool],
     alive: Callable[[], bool],
 ) -> WorkerHttp | None:
+    if not settings.worker_metrics_port:
+        return None  # off
     try:
         return WorkerHttp(
             metrics.registry, ready=ready, alive=alive, port=settings.worker_metrics_port
