@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from sdserve.config import Settings
 from sdserve.domain.errors import ModelLoadError
@@ -103,15 +104,15 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         signal.signal(sig, on_term)
     server_key = load_server_key(settings)  # a missing key fails before loading
     image_key = server_key.image_key
-    queue = build_queue(settings)
-    wakeups = build_wakeups(settings, "worker")
+    queue = _starting(stop, "the queue", lambda: build_queue(settings))
+    wakeups = _starting(stop, "wake-ups", lambda: build_wakeups(settings, "worker"))
     metrics = WorkerMetrics()
     # The model cache's own metrics (loads, evictions, LoRA, result cache) share the
     # worker's registry: one port, one scrape.
     cache_metrics = CacheMetrics(metrics.registry)
     engine, catalog, device = build_engine(settings, cache_metrics)
     default_model = catalog.default.name
-    registry = build_registry(settings)
+    registry = _starting(stop, "the worker registry", lambda: build_registry(settings))
     state = WorkerState(
         id=new_worker_id(),
         pid=os.getpid(),
@@ -184,7 +185,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         state.ready = True
         metrics.ready.set(1)
         state.models_loaded = engine.loaded_models()
-        registry.publish(state)
+        _starting(stop, "publishing readiness", lambda: registry.publish(state))
         log.info("worker %s ready", state.id)
         worker.run(stop)
     finally:
@@ -197,6 +198,26 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         registry.close()
         wakeups.close()
         queue.close()
+
+
+_START_RETRY_S = 120.0
+T = TypeVar("T")
+
+
+def _starting(stop: threading.Event, what: str, step: Callable[[], T]) -> T:
+    """A start-up step that needs the store: retried while the store is away (a Redis
+    restart, a worker replaced during it) instead of exiting with a traceback."""
+    deadline = time.monotonic() + _START_RETRY_S
+    while True:
+        try:
+            return step()
+        except Exception as exc:
+            if stop.is_set():  # told to stop while starting: nothing to hand back
+                raise SystemExit(0) from None
+            if time.monotonic() > deadline:
+                raise
+            log.warning("starting: %s failed (%s); retrying", what, exc)
+            stop.wait(0.5)
 
 
 def _give_up(workers: list[Worker]) -> None:
