@@ -231,6 +231,28 @@ class Settings(BaseSettings):
         description="A flagged image: hold the job for review, or reject (fail) it.",
     )
 
+    # --- quotas (security/ratelimit.py; "N/second|minute|hour|day", empty = unlimited) ---
+    quota_requests: str = Field(
+        "", description="Generation requests per API key, e.g. '60/minute' (empty: no limit)."
+    )
+    quota_images: str = Field(
+        "", description="Images generated per API key, e.g. '1000/day' (empty: no limit)."
+    )
+    quota_max_queued: int = Field(
+        0, ge=0, description="Jobs a tenant may have queued or running at once (0: no limit)."
+    )
+    quota_max_pixels: int = Field(
+        0, ge=0, description="Largest width*height a key may ask for (0: only max_pixels)."
+    )
+    quota_max_steps: int = Field(
+        0, ge=0, description="Most inference steps a key may ask for (0: no extra limit)."
+    )
+    quota_overrides: dict[str, dict[str, str | int]] = Field(
+        default_factory=dict,
+        description='Per tenant or key quotas over the defaults, JSON: {"tenant:acme": '
+        '{"requests": "600/minute", "max_queued": 20}, "key:<id>": {"images": "10/day"}}.',
+    )
+
     @field_validator("webhook_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

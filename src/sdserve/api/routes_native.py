@@ -57,7 +57,9 @@ async def generate(request: Request, principal: Writer) -> dict[str, Any]:
     as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
     services = services_of(request)
     body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
-    job, _ = await submit(services, body, uploads=uploads, owner=principal.owner)
+    job, _ = await submit(
+        services, body, uploads=uploads, owner=principal.owner, key_id=principal.key_id
+    )
     timeout = services.settings.sync_timeout_seconds
     job = await wait_for_terminal(services, job.id, timeout, principal)
     if job.status is JobStatus.canceled:
@@ -113,6 +115,7 @@ async def create_job(
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,
         owner=principal.owner,
+        key_id=principal.key_id,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:

@@ -15,6 +15,7 @@ from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
 from sdserve.security.base import KeyStore
 from sdserve.security.memory import MemoryKeyStore
+from sdserve.security.ratelimit import QuotaPolicy, RateLimiter, memory_limiter
 from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
@@ -36,6 +37,8 @@ class Services:
     server_key: ServerKey = field(default_factory=ServerKey.ephemeral)
     # Key expiry and revocation are judged by this clock (tests step it, never sleep).
     clock: Callable[[], float] = time.time
+    rate_limiter: RateLimiter = field(default_factory=memory_limiter)
+    quota_policy: QuotaPolicy | None = None  # None: built from settings at first use
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -58,6 +61,7 @@ def services_of(request: Request) -> Services:
 def build_services(settings: Settings) -> Services:
     from sdserve.queue.factory import build_queue, build_wakeups
     from sdserve.security.factory import build_keystore
+    from sdserve.security.ratelimit import build_limiter
     from sdserve.security.server_key import load_server_key
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
@@ -75,4 +79,6 @@ def build_services(settings: Settings) -> Services:
         webhook_secret=load_or_create_secret(settings),
         keys=build_keystore(settings),
         server_key=server_key,
+        rate_limiter=build_limiter(settings),
+        quota_policy=QuotaPolicy.from_settings(settings),  # a bad quota fails at start
     )

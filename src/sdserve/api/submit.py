@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs
+from sdserve.api import inputs, quota
 from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
 from sdserve.api.services import Services
@@ -215,6 +215,7 @@ async def submit(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner)
     await check_callback(services, callback_url)
@@ -231,8 +232,10 @@ async def submit(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded, owner)
-    job, created = await run_in_threadpool(services.queue.enqueue, new)
+    async with quota.admitted(services, spec, owner=owner, key_id=key_id) as admission:
+        await inputs.persist(services, decoded, owner)
+        job, created = await run_in_threadpool(services.queue.enqueue, new)
+        admission.charged = created  # an idempotent replay costs nothing
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()

@@ -112,6 +112,8 @@ class RateLimited(SdserveError):
     type = "rate_limited"
     status = 429
     retryable = True
+    # Retry-After and RateLimit-* for this refusal (api/quota.py fills them).
+    headers: dict[str, str] | None = None
 
 
 class ContentPolicyViolation(SdserveError):
