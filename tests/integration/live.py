@@ -17,6 +17,7 @@ from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
 from sdserve.queue.factory import build_queue
 from sdserve.queue.wakeups import LocalWakeupBus
+from sdserve.security.audit_factory import build_audit
 from sdserve.security.factory import build_keystore
 from sdserve.security.server_key import load_server_key
 from sdserve.webhooks.guard import AddressPolicy
@@ -94,6 +95,7 @@ def start_live(
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=settings.webhook_secret,
         keys=build_keystore(settings),
+        audit=build_audit(settings),
         server_key=load_server_key(settings),
         clock=clock,
     )

@@ -13,6 +13,7 @@ from sdserve.engine.catalog import Catalog
 from sdserve.observability.metrics import ApiMetrics
 from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
+from sdserve.security.audit import AuditLog, MemoryAuditLog
 from sdserve.security.base import KeyStore
 from sdserve.security.memory import MemoryKeyStore
 from sdserve.security.ratelimit import QuotaPolicy, RateLimiter, memory_limiter
@@ -39,6 +40,7 @@ class Services:
     clock: Callable[[], float] = time.time
     rate_limiter: RateLimiter = field(default_factory=memory_limiter)
     quota_policy: QuotaPolicy | None = None  # None: built from settings at first use
+    audit: AuditLog = field(default_factory=MemoryAuditLog)
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -51,6 +53,7 @@ class Services:
         self.queue.close()
         self.registry.close()
         self.keys.close()
+        self.audit.close()
 
 
 def services_of(request: Request) -> Services:
@@ -60,6 +63,7 @@ def services_of(request: Request) -> Services:
 
 def build_services(settings: Settings) -> Services:
     from sdserve.queue.factory import build_queue, build_wakeups
+    from sdserve.security.audit_factory import build_audit
     from sdserve.security.factory import build_keystore
     from sdserve.security.ratelimit import build_limiter
     from sdserve.security.server_key import load_server_key
@@ -80,5 +84,6 @@ def build_services(settings: Settings) -> Services:
         keys=build_keystore(settings),
         server_key=server_key,
         rate_limiter=build_limiter(settings),
+        audit=build_audit(settings),
         quota_policy=QuotaPolicy.from_settings(settings),  # a bad quota fails at start
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs, quota
+from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
 from sdserve.api.services import Services
@@ -239,6 +239,7 @@ async def submit(
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
+        await audit_trail.record_job(services, job, key_id)
     return job, created
 
 

@@ -160,7 +160,35 @@ CREATE TABLE tenants (
 );
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+# v4: the audit log (security/audit_sqlite.py): hash-chained entries, append-only (no
+# UPDATE; DELETE only by retention, from the oldest), and its chain state (one row).
+_V4 = """
+CREATE TABLE audit_log (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    tenant TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_log_tenant ON audit_log (tenant, seq);
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE audit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    anchor_seq INTEGER NOT NULL,
+    anchor_hash TEXT NOT NULL,
+    head_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
