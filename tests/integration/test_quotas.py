@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from sdserve.security.audit import AuditQuery
 from sdserve.security.keys import Role
 from sdserve.security.ratelimit import QuotaPolicy
 from tests.integration.live import LiveService
@@ -139,3 +140,33 @@ def test_bounds_and_jobs_in_flight_with_overrides(live_factory: Factory) -> None
         job_id = c.get("/v1/jobs").json()["data"][0]["id"]
         assert c.delete(f"/v1/jobs/{job_id}").status_code == 200
         assert _post(c).status_code == 202
+
+
+def test_workflows_share_the_quota(live_factory: Factory) -> None:
+    svc = live_factory(
+        auth="on", quota_requests="2/minute", quota_images="4/day", quota_max_steps=3
+    )
+    c, _ = _client(svc)
+    steps = [
+        {"prompt": "an empty room", "num_inference_steps": 2},
+        {
+            "task": "img2img",
+            "prompt": "brighter",
+            "strength": 0.5,
+            "num_inference_steps": 3,
+            "num_images": 2,
+        },
+    ]
+    with c:
+        deep = c.post(
+            "/v1/workflows", json={"steps": [steps[0], {**steps[1], "num_inference_steps": 4}]}
+        )
+        assert deep.status_code == 422
+        assert deep.json()["error"]["fields"][0]["field"] == "steps.1.num_inference_steps"
+        assert c.post("/v1/workflows", json={"steps": steps}).status_code == 202  # 3 images
+        refused = c.post("/v1/workflows", json={"steps": steps})
+        assert refused.status_code == 429 and refused.json()["error"]["limit"] == "images"
+        assert _post(c).status_code == 202  # 1 image and 1 request were left
+        assert _post(c).json()["error"]["limit"] == "requests"
+    actions = [e.action for e in svc.services.audit.query(AuditQuery())]
+    assert actions == ["workflow.create", "job.create"]

@@ -21,9 +21,9 @@ def actor_of(principal: Principal) -> str:
     return principal.key_id or "open"
 
 
-async def record(
+async def record_for(
     services: Services,
-    principal: Principal,
+    actor: str,
     action: str,
     target: str,
     *,
@@ -36,12 +36,33 @@ async def record(
         lambda: services.audit.append(
             action,
             target,
-            actor=actor_of(principal),
+            actor=actor,
             tenant=tenant,
             outcome=outcome,
             details=details,
             now=now,
         )
+    )
+
+
+async def record(
+    services: Services,
+    principal: Principal,
+    action: str,
+    target: str,
+    *,
+    tenant: str | None,
+    outcome: str = "ok",
+    details: dict[str, Any] | None = None,
+) -> None:
+    await record_for(
+        services,
+        actor_of(principal),
+        action,
+        target,
+        tenant=tenant,
+        outcome=outcome,
+        details=details,
     )
 
 
@@ -77,14 +98,6 @@ async def record_job(services: Services, job: Any, key_id: str | None) -> None:
         "size": f"{spec.width}x{spec.height}",
         "steps": spec.num_inference_steps,
     }
-    now = services.clock()
-    await run_in_threadpool(
-        lambda: services.audit.append(
-            "job.create",
-            job.id,
-            actor=key_id or "open",
-            tenant=job.owner,
-            details=details,
-            now=now,
-        )
+    await record_for(
+        services, key_id or "open", "job.create", job.id, tenant=job.owner, details=details
     )

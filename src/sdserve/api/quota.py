@@ -8,7 +8,7 @@ given back if the job is not created after all (a queue full, an idempotent repl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -39,24 +39,28 @@ def policy_of(services: Services) -> QuotaPolicy:
     return services.quota_policy
 
 
-def check_bounds(quota: Quota, spec: JobSpec) -> None:
+def check_bounds(quota: Quota, spec: JobSpec, where: str = "") -> None:
+    """``where``: the field prefix of a workflow step (``steps.1.``)."""
     pixels = spec.width * spec.height
     if quota.max_pixels and pixels > quota.max_pixels:
         raise InvalidRequest.single(
-            "width",
+            f"{where}width",
             f"width*height = {pixels} pixels exceeds this key's quota of {quota.max_pixels} pixels",
             quota.max_pixels,
         )
     if quota.max_steps and spec.num_inference_steps > quota.max_steps:
         raise InvalidRequest.single(
-            "num_inference_steps",
+            f"{where}num_inference_steps",
             f"{spec.num_inference_steps} steps exceeds this key's quota of {quota.max_steps}",
             quota.max_steps,
         )
-    if quota.images is not None and spec.num_images > quota.images.amount:
+
+
+def check_images(quota: Quota, images: int, field_name: str) -> None:
+    if quota.images is not None and images > quota.images.amount:
         raise InvalidRequest.single(
-            "num_images",
-            f"{spec.num_images} images can never fit this key's quota of {quota.images}",
+            field_name,
+            f"{images} images can never fit this key's quota of {quota.images}",
             quota.images.amount,
         )
 
@@ -99,12 +103,25 @@ def _window(refusal: Refusal) -> str:
 
 @asynccontextmanager
 async def admitted(
-    services: Services, spec: JobSpec, *, owner: str | None, key_id: str | None
+    services: Services,
+    spec: JobSpec | Sequence[JobSpec],
+    *,
+    owner: str | None,
+    key_id: str | None,
 ) -> AsyncIterator[Admission]:
     """Refuse (422 for a bound, 429 ``rate_limited`` for a rate) or consume the caller's
-    quota; an exception in the body, or ``charged = False``, gives it back."""
+    quota; an exception in the body, or ``charged = False``, gives it back. A sequence
+    of specs is a workflow: one request, every step's images."""
     quota = policy_of(services).for_caller(owner, key_id)
-    check_bounds(quota, spec)
+    if isinstance(spec, JobSpec):
+        check_bounds(quota, spec)
+        images = spec.num_images
+        check_images(quota, images, "num_images")
+    else:
+        for i, step in enumerate(spec):
+            check_bounds(quota, step, f"steps.{i}.")
+        images = sum(s.num_images for s in spec)
+        check_images(quota, images, "steps")
     if quota.max_queued:
         count = await run_in_threadpool(in_flight, services.queue, owner, quota.max_queued)
         if count >= quota.max_queued:
@@ -126,7 +143,7 @@ async def admitted(
         Charge(name, item, identity, cost)
         for name, item, cost in (
             ("requests", quota.requests, 1),
-            ("images", quota.images, spec.num_images),
+            ("images", quota.images, images),
         )
         if item is not None
     ]
