@@ -70,3 +70,25 @@ def test_actions_are_audited_listed_and_verified(live_factory: Factory) -> None:
     broken = _cli(data_dir, "verify")
     assert broken.returncode == 1
     assert "BROKEN at entry 4" in broken.stderr and "edited" in broken.stderr
+
+
+def _sdserve(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, SDSERVE_DATA_DIR=str(data_dir), SDSERVE_QUEUE_BACKEND="sqlite")
+    return subprocess.run(
+        [sys.executable, "-m", "sdserve", *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_cli_key_actions_are_audited(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    made = _sdserve(data, "keys", "create", "--tenant", "acme")
+    assert made.returncode == 0, made.stderr
+    assert _sdserve(data, "keys", "revoke", "nosuchkey").returncode == 1
+    listed = _sdserve(data, "audit", "list")
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [(r[0], r[2], r[3], r[4], r[6]) for r in rows] == [
+        ("1", "cli", "acme", "key.create", "ok"),
+        ("2", "cli", "-", "key.revoke", "not_found"),
+    ]
+    assert made.stdout.strip() not in listed.stdout
+    assert _sdserve(data, "audit", "verify").returncode == 0
