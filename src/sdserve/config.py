@@ -253,6 +253,14 @@ class Settings(BaseSettings):
         '{"requests": "600/minute", "max_queued": 20}, "key:<id>": {"images": "10/day"}}.',
     )
 
+    # --- retention (security/retention.py; 0 = keep forever) ---
+    retention_audit_seconds: int = Field(
+        0, ge=0, description="Audit entries older than this are pruned by the sweeper (0: kept)."
+    )
+    retention_sweep_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the API process runs the retention sweeper."
+    )
+
     @field_validator("webhook_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
