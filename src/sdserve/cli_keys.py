@@ -189,3 +189,29 @@ def webhook_secret(
         )
         typer.echo(value)
         typer.echo(f"{tenant}: webhooks signed with the secret above from now on", err=True)
+
+
+@tenants_app.command("erase")
+def erase(
+    tenant: Annotated[str, typer.Argument(help="The tenant whose data to delete")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
+) -> None:
+    """Erasure request: cancel the tenant's work, delete its jobs, workflows, inputs and
+    images (audited; its keys stay)."""
+    from sdserve.api.services import build_services
+    from sdserve.cli import _settings
+    from sdserve.security.retention import erase_tenant
+
+    if not yes:
+        typer.echo(f"error: erasing {tenant!r} deletes all its data; pass --yes", err=True)
+        raise typer.Exit(2)
+    services = _run(lambda: build_services(_settings()))
+    try:
+        done = _run(lambda: erase_tenant(services, tenant, "cli"))
+    finally:
+        services.close()
+    typer.echo(
+        f"{tenant}: {done.jobs} jobs, {done.workflows} workflows, {done.images} images "
+        f"deleted; {done.canceled} canceled"
+        + (f"; {done.still_running} still stopping: erase again" if done.still_running else "")
+    )

@@ -257,6 +257,19 @@ class Settings(BaseSettings):
     retention_audit_seconds: int = Field(
         0, ge=0, description="Audit entries older than this are pruned by the sweeper (0: kept)."
     )
+    retention_prompts_seconds: int = Field(
+        0, ge=0, description="Prompts of finished jobs are blanked after this (0: kept)."
+    )
+    retention_jobs_seconds: int = Field(
+        0,
+        ge=0,
+        description="Finished jobs are deleted after this, with their images and inputs (0: kept).",
+    )
+    retention_overrides: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Per-tenant TTLs over the defaults, JSON: {"acme": {"jobs": 86400, '
+        '"prompts": 3600}} (0: kept).',
+    )
     retention_sweep_interval_seconds: float = Field(
         300.0, gt=0, description="How often the API process runs the retention sweeper."
     )

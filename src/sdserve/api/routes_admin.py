@@ -22,6 +22,7 @@ from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import Priority
 from sdserve.domain.tenants import checked_tenant
 from sdserve.queue.base import ListFilter
+from sdserve.security import retention
 from sdserve.security.audit import AuditQuery
 from sdserve.security.base import MAX_KEY_NAME, MAX_OVERLAP_SECONDS
 from sdserve.security.keys import IssuedKey, Role
@@ -282,3 +283,16 @@ async def verify_audit(request: Request, principal: Admin) -> dict[str, Any]:
         "first_bad_seq": verdict.bad_seq,
         "reason": verdict.reason,
     }
+
+
+@router.post("/tenants/{tenant}/erase")
+async def erase_tenant(tenant: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Erasure request: cancel the tenant's work and delete its jobs, workflows, inputs
+    and images now (its keys stay; revoke them separately). Audited. A job a worker
+    is running stops at its next step and is counted in ``still_running``: erase
+    again once it has."""
+    services = services_of(request)
+    checked_tenant(tenant)
+    actor = principal.key_id or "open"
+    done = await run_in_threadpool(retention.erase_tenant, services, tenant, actor)
+    return done.public()

@@ -66,11 +66,13 @@ def build_services(settings: Settings) -> Services:
     from sdserve.security.audit_factory import build_audit
     from sdserve.security.factory import build_keystore
     from sdserve.security.ratelimit import build_limiter
+    from sdserve.security.retention import tenant_ttls
     from sdserve.security.server_key import load_server_key
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tenant_ttls(settings)  # a bad retention override fails at start
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(
         settings=settings,

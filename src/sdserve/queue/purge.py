@@ -19,6 +19,7 @@ REDACTED = "[redacted]"
 @dataclass(frozen=True)
 class PurgeFilter:
     owners: tuple[str | None, ...] | None = None  # None: every owner
+    except_owners: tuple[str | None, ...] = ()  # ...but these (they have their own TTLs)
     finished_before: float | None = None  # None: finished at any time
     redact_prompts: bool = False
     limit: int = 500  # jobs per call; call again while ``more``
@@ -32,6 +33,8 @@ class PurgeResult:
 
 
 def _owner_ok(owner: str | None, flt: PurgeFilter) -> bool:
+    if owner in flt.except_owners:
+        return False
     return flt.owners is None or owner in flt.owners
 
 
