@@ -92,3 +92,25 @@ def test_cli_key_actions_are_audited(tmp_path: Path) -> None:
     ]
     assert made.stdout.strip() not in listed.stdout
     assert _sdserve(data, "audit", "verify").returncode == 0
+
+
+def test_cli_erase_needs_yes_and_is_audited(tmp_path: Path) -> None:
+    from sdserve.domain.jobs import NewJob
+    from sdserve.queue.sqlite import SqliteQueue
+    from sdserve.testing import job_spec
+
+    data = tmp_path / "data"
+    data.mkdir()
+    queue = SqliteQueue(data / "sdserve.db")
+    job, _ = queue.enqueue(NewJob(spec=job_spec(), owner="acme"))
+    queue.close()
+    refused = _sdserve(data, "tenants", "erase", "acme")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    done = _sdserve(data, "tenants", "erase", "acme", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "acme: 1 jobs" in done.stdout and "1 canceled" in done.stdout
+    queue = SqliteQueue(data / "sdserve.db")
+    assert queue.get(job.id) is None
+    queue.close()
+    listed = _sdserve(data, "audit", "list", "--action", "tenant.erase")
+    assert listed.stdout.split("\t")[2:5] == ["cli", "acme", "tenant.erase"]
