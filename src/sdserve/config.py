@@ -22,7 +22,19 @@ class Settings(BaseSettings):
         "", description="Prefix for image/job links in responses; empty = relative links."
     )
     log_level: str = Field("INFO", description="Log level.")
-    log_json: bool = Field(False, description="Emit logs as JSON lines.")
+    log_json: bool = Field(False, description="Emit logs as JSON lines (as log_format=json).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or JSON with request id, job id and tenant."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="TLS certificate (PEM) for the API; with ssl_keyfile, serves HTTPS."
+    )
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS "
+        "(e.g. `https://app.example.com`); empty = CORS off.",
+    )
 
     # --- security ---
     auth: Literal["on", "off"] = Field(
@@ -230,6 +242,11 @@ class Settings(BaseSettings):
         "hold",
         description="A flagged image: hold the job for review, or reject (fail) it.",
     )
+    safety_record_prompts: bool = Field(
+        False,
+        description="Keep the text of refused prompts in the safety record (default: only "
+        "a SHA-256 and the length, for retention policies that forbid keeping them).",
+    )
 
     # --- quotas (security/ratelimit.py; "N/second|minute|hour|day", empty = unlimited) ---
     quota_requests: str = Field(
@@ -274,7 +291,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How often the API process runs the retention sweeper."
     )
 
-    @field_validator("webhook_allowlist", mode="before")
+    @field_validator("webhook_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -297,6 +314,10 @@ class Settings(BaseSettings):
                 f"(it is {self.blob_backend!r}, whose images are served by the API)"
             )
         return self
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json or self.log_format == "json"
 
     # --- derived paths ---
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GenerateResponse(BaseModel):
@@ -19,9 +19,12 @@ class GenerateResponse(BaseModel):
 
 
 class ImageView(BaseModel):
-    id: str
-    url: str
+    # id and url are null for an image withheld by the image check (docs/safety.md).
+    id: str | None
+    url: str | None
     seed: int
+    withheld: bool = False
+    reason: str | None = Field(None, description="why the image check withheld it")
 
 
 class ResultView(BaseModel):
@@ -71,6 +74,10 @@ class JobList(BaseModel):
 
 
 class ModelView(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
     name: str
     family: str
     default_width: int

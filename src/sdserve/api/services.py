@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -21,6 +22,9 @@ from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.worker.registry import WorkerRegistry, build_registry
+
+if TYPE_CHECKING:
+    from sdserve.safety.service import SafetyServices
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Services:
     rate_limiter: RateLimiter = field(default_factory=memory_limiter)
     quota_policy: QuotaPolicy | None = None  # None: built from settings at first use
     audit: AuditLog = field(default_factory=MemoryAuditLog)
+    # Prompt gate, decision record, quarantine: built on first use (safety.service).
+    safety: SafetyServices | None = None
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -54,6 +60,8 @@ class Services:
         self.registry.close()
         self.keys.close()
         self.audit.close()
+        if self.safety is not None:
+            self.safety.close()
 
 
 def services_of(request: Request) -> Services:
@@ -71,7 +79,7 @@ def build_services(settings: Settings) -> Services:
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tenant_ttls(settings)  # a bad retention override fails at start
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(

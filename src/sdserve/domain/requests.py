@@ -86,8 +86,8 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=limits.MAX_SEED)
     num_images: int = Field(default=1, ge=limits.MIN_IMAGES, le=limits.MAX_IMAGES)
-    scheduler: str | None = None  # default: the model's own scheduler
-    model: str | None = None
+    scheduler: str | None = Field(default=None, max_length=64)  # default: the model's own
+    model: str | None = Field(default=None, max_length=256)
     priority: Priority = Priority.normal
     output_format: OutputFormat = OutputFormat.png
     # --- editing (img2img, inpaint, upscale) ---
@@ -117,8 +117,20 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
         if v is not None and v not in limits.SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}")
+            raise ValueError(
+                f"unknown scheduler {v[:64]!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}"
+            )
         return v
+
+
+class TraceContext(BaseModel):
+    """Where a job came from, for logs and traces: the API request's id and the W3C
+    traceparent it carried; the worker's log lines and the webhook delivery reuse them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(default=None, max_length=128)
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class JobSpec(BaseModel):
@@ -151,6 +163,7 @@ class JobSpec(BaseModel):
     mask_blur: int | None = None  # inpaint
     keep_unmasked: bool | None = None  # inpaint: pixels outside the mask kept exactly
     noise_level: int | None = None  # upscale (x4 upscaler)
+    trace: TraceContext | None = None  # never part of the batch key
 
     @property
     def seeds(self) -> list[int]:

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 
 from sdserve.domain import limits
-from sdserve.domain.errors import InvalidRequest, UnsafeWeights
+from sdserve.domain.errors import InvalidRequest, ModelUnavailable, UnsafeWeights
 from sdserve.engine.base import ModelInfo
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl")
@@ -182,8 +182,15 @@ def describe(name: str, source: str) -> ModelInfo:
 class Catalog:
     """The models this deployment serves; the first is the default."""
 
-    def __init__(self, default: ModelInfo, extra: list[ModelInfo] | None = None) -> None:
+    def __init__(
+        self,
+        default: ModelInfo,
+        extra: list[ModelInfo] | None = None,
+        broken: dict[str, str] | None = None,
+    ) -> None:
         self.default = default
+        # Models present in the folder but not whole: not listed, named in errors.
+        self.broken = dict(broken or {})
         self._by_name: dict[str, ModelInfo] = {default.name: default}
         for info in extra or []:
             self._by_name.setdefault(info.name, info)
@@ -194,17 +201,33 @@ class Catalog:
     ) -> Catalog:
         """The default, every model under ``models_dir``, then ``builtin`` ones (a name
         already taken keeps its first entry)."""
+        from sdserve.engine.integrity import model_problem
+
         extra: list[ModelInfo] = []
+        broken: dict[str, str] = {}
         if models_dir.is_dir():
             for entry in sorted(models_dir.iterdir()):
-                try:
-                    if entry.is_dir() and (entry / "model_index.json").exists():
-                        extra.append(describe_folder(entry.name, entry))
-                    elif entry.suffix == ".safetensors":
-                        extra.append(describe_checkpoint(entry.stem, entry))
-                except (OSError, ValueError, UnsafeWeights):
-                    continue  # a broken entry must not take the service down
-        return cls(default, [*extra, *(builtin or [])])
+                is_folder = entry.is_dir() and (entry / "model_index.json").exists()
+                is_weights = entry.is_file() and entry.name.lower().endswith(
+                    (".safetensors", *PICKLE_SUFFIXES)
+                )
+                if not (is_folder or is_weights):
+                    continue
+                name = entry.name if is_folder else entry.stem
+                # A broken entry must not take the service down, nor be offered.
+                problem = model_problem(str(entry))
+                if problem is None:
+                    try:
+                        extra.append(
+                            describe_folder(name, entry)
+                            if is_folder
+                            else describe_checkpoint(name, entry)
+                        )
+                    except (OSError, ValueError, UnsafeWeights) as exc:
+                        problem = f"{entry.name}: {exc}"
+                if problem is not None:
+                    broken[name] = problem
+        return cls(default, [*extra, *(builtin or [])], broken)
 
     def names(self) -> list[str]:
         return list(self._by_name)
@@ -216,8 +239,13 @@ class Catalog:
         if name is None:
             return self.default
         info = self._by_name.get(name)
+        if info is None and name in self.broken:
+            raise ModelUnavailable(
+                f"model {name!r} is in the models folder but cannot be loaded: {self.broken[name]}",
+                model=name,
+            )
         if info is None:
             raise InvalidRequest.single(
-                "model", f"unknown model {name!r}; valid: {', '.join(self.names())}"
+                "model", f"unknown model {name[:256]!r}; valid: {', '.join(self.names())}"
             )
         return info

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.config import Settings
 from sdserve.domain.errors import SdserveError
-from sdserve.domain.jobs import Job, JobStatus
+from sdserve.domain.jobs import Job, JobError, JobStatus
 from sdserve.domain.tenants import checked_tenant
 from sdserve.queue.base import ListFilter
 from sdserve.queue.purge import PurgeFilter
@@ -180,7 +180,7 @@ def erase_tenant(services: Services, tenant: str, actor: str) -> Erasure:
     checked_tenant(tenant)
     ts = services.clock()
     canceled, running = 0, 0
-    for status in (JobStatus.queued, JobStatus.running):
+    for status in (JobStatus.queued, JobStatus.running, JobStatus.held):
         cursor = None
         while True:
             page = services.queue.list_jobs(
@@ -190,7 +190,12 @@ def erase_tenant(services: Services, tenant: str, actor: str) -> Erasure:
                 if job.workflow_id is not None:
                     with contextlib.suppress(SdserveError):
                         services.queue.cancel_workflow(job.workflow_id, now=ts)
-                after = services.queue.cancel(job.id, now=ts)
+                if job.status is JobStatus.held and job.result is not None:
+                    # Held for review: ended as rejected, so the purge below takes it.
+                    erased = JobError(type="canceled", message="the tenant's data was erased")
+                    after = services.queue.review(job.id, False, job.result, erased, now=ts)
+                else:
+                    after = services.queue.cancel(job.id, now=ts)
                 canceled += 1
                 running += after.status is JobStatus.running
             if page.next_cursor is None:

@@ -10,11 +10,14 @@ import socket
 import threading
 
 from sdserve.config import Settings
+from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.process_env import prepare_engine_env
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
+from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
+from sdserve.worker.moderation import build_moderation
 from sdserve.worker.registry import WorkerState, build_registry
 
 log = logging.getLogger("sdserve.worker")
@@ -50,7 +53,8 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     from sdserve.engine.device import pick_device  # torch: only in workers
     from sdserve.engine.pipelines import DiffusersEngine
 
-    image_key = load_server_key(settings).image_key  # a missing key fails before loading
+    server_key = load_server_key(settings)  # a missing key fails before loading
+    image_key = server_key.image_key
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
@@ -82,19 +86,29 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
     log.info("worker %s loading model %s", state.id, catalog.default.name)
-    engine.load()
+    try:
+        engine.load()
+    except ModelLoadError as exc:  # a restart cannot fix the file: tell the supervisor
+        log.error("worker %s cannot load its model: %s", state.id, exc.message)
+        registry.remove(state.id)
+        raise SystemExit(WORKER_BROKEN_MODEL) from None
     state.ready = True
     state.models_loaded = engine.loaded_models()
     registry.publish(state)
     log.info("worker %s ready", state.id)
+    blobs = build_blobs(settings)
+    moderation = build_moderation(settings, blobs, server_key, catalog)
+    if moderation is not None:  # a missing or broken checker stops the worker here
+        moderation.checker_for(catalog.default.name)
     worker = Worker(
         queue,
         engine,
-        build_blobs(settings),
+        blobs,
         wakeups,
         worker_config(settings),
         state.id,
         image_key=image_key,
+        moderation=moderation,
     )
     try:
         worker.run(stop)
