@@ -92,6 +92,38 @@ class Settings(BaseSettings):
         "are cut into overlapping tiles blended back together, so memory stays bounded.",
     )
     max_loaded_models: int = Field(1, ge=1, description="Models a worker keeps loaded (LRU).")
+    model_memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description="Weight bytes a worker's loaded models may hold where they compute (GPU "
+        "memory on CUDA, RAM on CPU); LRU models leave beyond it. 0 = auto (75% of the "
+        "GPU, 50% of RAM on CPU).",
+    )
+    model_ram_tier_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Host RAM for models evicted from the GPU, brought back without a disk "
+        "load (LRU beyond it leave memory). Unset = 50% of RAM; 0 = off; none on CPU.",
+    )
+    loras_dir: Path | None = Field(
+        None, description="Folder of LoRA adapters, .safetensors files (default: <data_dir>/loras)."
+    )
+    max_loaded_loras: int = Field(
+        8, ge=1, description="LoRA adapters a loaded model keeps attached (LRU)."
+    )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where a worker serves its Prometheus cache metrics (model loads, "
+        "evictions, LoRA, result-cache hits); 0 = off. One port per worker process.",
+    )
+    result_cache_ttl_seconds: float = Field(
+        0,
+        ge=0,
+        description="Answer an exact repeat (same tenant, model, adapters, parameters, "
+        "seed and inputs) from its stored images for this long; 0 = off.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
     )
@@ -331,6 +363,10 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def resolved_loras_dir(self) -> Path:
+        return self.loras_dir or self.data_dir / "loras"
 
     @property
     def run_dir(self) -> Path:

@@ -68,6 +68,7 @@ async def generate(
         "seeds": [im.seed for im in served],
         "image_ids": [im.id for im in served],
         "warnings": job.result.warnings,
+        "cached": job.result.cached,
     }
 
 

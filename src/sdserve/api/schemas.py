@@ -16,6 +16,7 @@ class GenerateResponse(BaseModel):
     seeds: list[int]
     image_ids: list[str]
     warnings: list[str]
+    cached: bool = False
 
 
 class ImageView(BaseModel):
@@ -32,6 +33,7 @@ class ResultView(BaseModel):
     generation_time: float
     seed_used: int
     warnings: list[str]
+    cached: bool = False
 
 
 class ErrorView(BaseModel):

@@ -27,6 +27,7 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.engine.lora_files import check_loras
 from sdserve.observability import context as log_context
 from sdserve.observability.context import request_trace
 from sdserve.safety.service import check_prompts
@@ -163,6 +164,7 @@ def resolve_spec(
         if inpaint
         else None,
         noise_level=noise_level,
+        loras=check_loras(req.loras, info, settings),
     )
 
 

@@ -46,6 +46,8 @@ class JobResult(BaseModel):
     generation_time: float
     seed_used: int
     warnings: list[str] = Field(default_factory=list)
+    # Answered from the result cache (an exact earlier request), without engine work.
+    cached: bool = False
 
 
 class JobError(BaseModel):
@@ -117,6 +119,7 @@ class Job(BaseModel):
                 "generation_time": self.result.generation_time,
                 "seed_used": self.result.seed_used,
                 "warnings": self.result.warnings,
+                "cached": self.result.cached,
             }
         return {
             "id": self.id,

@@ -67,6 +67,22 @@ def _side_ok(value: int | None, name: str) -> int | None:
     return value
 
 
+class LoraRef(BaseModel):
+    """One LoRA adapter of a request: a file stem in the adapters folder, and a scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str = Field(pattern=limits.LORA_NAME_PATTERN)
+    scale: float = Field(default=1.0, ge=limits.MIN_LORA_SCALE, le=limits.MAX_LORA_SCALE)
+
+
+def _distinct_loras(v: list[LoraRef]) -> list[LoraRef]:
+    names = [ref.name for ref in v]
+    if len(set(names)) != len(names):
+        raise ValueError("each adapter may appear once")
+    return v
+
+
 class GenerateRequest(BaseModel):
     """What a client asks for. Optional fields are resolved into a JobSpec at the edge."""
 
@@ -102,6 +118,12 @@ class GenerateRequest(BaseModel):
     mask_blur: int | None = Field(default=None, ge=0, le=limits.MAX_MASK_BLUR)
     keep_unmasked: bool | None = None
     noise_level: int | None = Field(default=None, ge=0, le=limits.MAX_NOISE_LEVEL)
+    loras: list[LoraRef] = Field(default_factory=list, max_length=limits.MAX_LORAS)
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_distinct(cls, v: list[LoraRef]) -> list[LoraRef]:
+        return _distinct_loras(v)
 
     @field_validator("width")
     @classmethod
@@ -164,6 +186,7 @@ class JobSpec(BaseModel):
     keep_unmasked: bool | None = None  # inpaint: pixels outside the mask kept exactly
     noise_level: int | None = None  # upscale (x4 upscaler)
     trace: TraceContext | None = None  # never part of the batch key
+    loras: tuple[LoraRef, ...] = ()  # adapters applied, in the request's order
 
     @property
     def seeds(self) -> list[int]:
@@ -186,6 +209,7 @@ class JobSpec(BaseModel):
                 self.mask_blur,
                 self.keep_unmasked,
                 self.noise_level,
+                *(f"{ref.name}@{ref.scale!r}" for ref in self.loras),
             )
         )
 

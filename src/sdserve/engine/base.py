@@ -41,6 +41,7 @@ class BatchRequest:
     mask_blur: int = 0  # inpaint: Gaussian blur radius applied to the mask
     keep_unmasked: bool = True  # inpaint: pixels where the mask is 0 stay the input's
     noise_level: int = 20  # upscale (x4): noise added to the low-res input
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter name, scale), in request order
 
     @property
     def num_images(self) -> int:

@@ -35,6 +35,7 @@ def batch_request(jobs: list[Job], load: InputLoader | None = None) -> BatchRequ
         noise_level=spec.noise_level
         if spec.noise_level is not None
         else limits.DEFAULT_NOISE_LEVEL,
+        loras=tuple((ref.name, ref.scale) for ref in spec.loras),
     )
 
 

@@ -18,6 +18,7 @@ from sdserve.observability.context import log_job
 from sdserve.queue.base import JobQueue
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 from sdserve.queue.events import WakeupBus
+from sdserve.results.cache import ResultCache
 from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
@@ -61,6 +62,7 @@ class Worker:
         *,
         image_key: bytes,
         moderation: ImageModeration | None = None,
+        results: ResultCache | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -70,6 +72,7 @@ class Worker:
         self.id = worker_id or new_worker_id()
         self.image_key = image_key  # ServerKey.image_key: output ids are HMACs with it
         self.moderation = moderation  # image checks before storing (docs/safety.md)
+        self.results = results  # the result cache (None: off)
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -125,6 +128,10 @@ class Worker:
     def process(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.wakeups.notify_job(job.id)  # running now
+        if self.results is not None:  # exact repeats: answered without the engine
+            jobs = self.results.answer(jobs, self.queue, self.id, self.wakeups, self.image_key)
+            if not jobs:
+                return
         inputs = InputCache(self.blobs)
         jobs = self._drop_unloadable(jobs, inputs)
         if not jobs:
@@ -212,6 +219,8 @@ class Worker:
         )
         if not self.queue.complete(job.id, self.id, result):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
+        elif self.results is not None:
+            self.results.remember(job, result)
 
     def _fail_all(self, jobs: list[Job], exc: BaseException, retryable: bool) -> None:
         for job in jobs:

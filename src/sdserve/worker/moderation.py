@@ -98,7 +98,9 @@ class ImageModeration:
             warnings=item.warnings,
         )
         if not flagged:
-            worker.queue.complete(job.id, worker.id, result)
+            # Only images every check passed may answer a later repeat (result cache).
+            if worker.queue.complete(job.id, worker.id, result) and worker.results is not None:
+                worker.results.remember(job, result)
             return
         self._record(job, verdicts, flagged, "held" if hold else "withheld")
         summary = f"{len(flagged)} of {len(verdicts)} image(s) flagged by the image check"

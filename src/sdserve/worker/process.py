@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -12,7 +13,10 @@ import threading
 from sdserve.config import Settings
 from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.observability.cache_metrics import CacheMetrics
 from sdserve.queue.factory import build_queue, build_wakeups
+from sdserve.results.cache import build_result_cache
+from sdserve.results.revision import model_revision
 from sdserve.security.server_key import load_server_key
 from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
@@ -58,7 +62,18 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
-    engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
+    metrics = CacheMetrics()
+    engine = DiffusersEngine(
+        settings, catalog, max_loaded=settings.max_loaded_models, metrics=metrics
+    )
+    blobs = build_blobs(settings)
+    results = build_result_cache(
+        settings, blobs, lambda name: model_revision(catalog.get(name)), metrics
+    )
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, settings.host, metrics.registry)
     registry = build_registry(settings)
     state = WorkerState(
         id=new_worker_id(),
@@ -85,6 +100,10 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         signal.signal(sig, lambda *_: stop.set())
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
+    # Everything imported so far (torch, diffusers, transformers: ~200k objects) lives
+    # as long as the process: keep it out of the collections that evicting a model runs
+    # (engine/memory.py), which then cost milliseconds instead of a quarter second.
+    gc.freeze()
     log.info("worker %s loading model %s", state.id, catalog.default.name)
     try:
         engine.load()
@@ -109,6 +128,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         state.id,
         image_key=image_key,
         moderation=moderation,
+        results=results,
     )
     try:
         worker.run(stop)
@@ -118,5 +138,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         except Exception:  # its state expires by itself
             log.exception("removing the worker state failed")
         registry.close()
+        if results is not None:
+            results.close()
         wakeups.close()
         queue.close()
