@@ -12,6 +12,7 @@ from pathlib import Path
 from sdserve.domain.jobs import Job, JobError, NewJob
 from sdserve.queue.base import JobQueue
 from sdserve.queue.sqlite import SqliteQueue
+from sdserve.security.audit import AuditQuery
 from sdserve.security.keys import Role
 from sdserve.testing import job_spec
 from tests.integration.live import LiveService
@@ -66,6 +67,9 @@ def test_admin_api_lists_inspects_redrives_and_purges(
         assert too_many.json()["error"]["fields"][0]["field"] == "limit"
     with svc.client(headers={"X-API-Key": user}) as c:
         assert c.get("/v1/admin/dead-letters").status_code == 403
+    actions = [e.action for e in svc.services.audit.query(AuditQuery(limit=1000))]
+    for action in ("dead_letter.redrive", "dead_letter.purge", "dead_letter.purge_all"):
+        assert action in actions, actions
 
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

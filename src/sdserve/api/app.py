@@ -25,6 +25,7 @@ from sdserve.api.routes_safety import user as safety_user_router
 from sdserve.api.routes_workflows import router as workflows_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
+from sdserve.security import retention
 from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
@@ -59,6 +60,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
             )
             dispatcher.on_outcome = services.metrics.webhook_outcome
             task = asyncio.create_task(dispatcher.run(stop))
+        sweeper = retention.start(services, stop)
         try:
             yield
         finally:
@@ -66,6 +68,9 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=5)
+            if sweeper is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sweeper, timeout=5)
             services.close()
 
     app = FastAPI(

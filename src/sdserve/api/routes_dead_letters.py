@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from sdserve.api.audit_trail import audited
 from sdserve.api.auth import Admin
 from sdserve.api.routes_native import job_view
 from sdserve.api.services import Services, services_of
@@ -60,8 +61,9 @@ async def inspect_dead_letter(job_id: str, request: Request, principal: Admin) -
 async def redrive_dead_letter(job_id: str, request: Request, principal: Admin) -> dict[str, Any]:
     """Queue it again with a fresh set of attempts (fix the cause first)."""
     services = services_of(request)
-    await _dead(services, job_id)
-    job = await run_in_threadpool(services.queue.requeue_dead_letter, job_id)
+    found = await _dead(services, job_id)
+    async with audited(services, principal, "dead_letter.redrive", job_id, tenant=found.owner):
+        job = await run_in_threadpool(services.queue.requeue_dead_letter, job_id)
     services.wakeups.notify_job(job_id)
     services.wakeups.notify_workers()
     return await _view(services, job)
@@ -70,8 +72,9 @@ async def redrive_dead_letter(job_id: str, request: Request, principal: Admin) -
 @router.delete("/{job_id}")
 async def purge_dead_letter(job_id: str, request: Request, principal: Admin) -> dict[str, Any]:
     services = services_of(request)
-    await _dead(services, job_id)
-    job = await run_in_threadpool(services.queue.purge_dead_letter, job_id)
+    found = await _dead(services, job_id)
+    async with audited(services, principal, "dead_letter.purge", job_id, tenant=found.owner):
+        job = await run_in_threadpool(services.queue.purge_dead_letter, job_id)
     return await _view(services, job)
 
 
@@ -90,5 +93,7 @@ async def purge_all_dead_letters(
             services.queue.purge_dead_letter(job_id)
         return ids
 
-    ids = await run_in_threadpool(purge)
+    async with audited(services, principal, "dead_letter.purge_all", "*", tenant=None) as d:
+        ids = await run_in_threadpool(purge)
+        d["purged"] = len(ids)
     return {"object": "purge", "purged": len(ids), "ids": ids}

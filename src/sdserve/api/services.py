@@ -14,8 +14,10 @@ from sdserve.engine.catalog import Catalog
 from sdserve.observability.metrics import ApiMetrics
 from sdserve.queue.base import JobQueue
 from sdserve.queue.events import WakeupBus
+from sdserve.security.audit import AuditLog, MemoryAuditLog
 from sdserve.security.base import KeyStore
 from sdserve.security.memory import MemoryKeyStore
+from sdserve.security.ratelimit import QuotaPolicy, RateLimiter, memory_limiter
 from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
@@ -42,6 +44,9 @@ class Services:
     clock: Callable[[], float] = time.time
     # SIGTERM: the monotonic time by which waiting /v1/generate calls must answer.
     drain_deadline: float | None = None
+    rate_limiter: RateLimiter = field(default_factory=memory_limiter)
+    quota_policy: QuotaPolicy | None = None  # None: built from settings at first use
+    audit: AuditLog = field(default_factory=MemoryAuditLog)
     # Prompt gate, decision record, quarantine: built on first use (safety.service).
     safety: SafetyServices | None = None
 
@@ -57,6 +62,7 @@ class Services:
         self.catalog.close()
         self.registry.close()
         self.keys.close()
+        self.audit.close()
         if self.safety is not None:
             self.safety.close()
 
@@ -70,12 +76,16 @@ def build_services(settings: Settings, worker_catalog: bool = False) -> Services
     """``worker_catalog``: the models come from the live workers' registry entries
     (`sdserve api`: no model, no models folder on this machine)."""
     from sdserve.queue.factory import build_queue, build_wakeups
+    from sdserve.security.audit_factory import build_audit
     from sdserve.security.factory import build_keystore
+    from sdserve.security.ratelimit import build_limiter
+    from sdserve.security.retention import tenant_ttls
     from sdserve.security.server_key import load_server_key
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tenant_ttls(settings)  # a bad retention override fails at start
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     registry = build_registry(settings)
     catalog: Catalog
@@ -96,4 +106,7 @@ def build_services(settings: Settings, worker_catalog: bool = False) -> Services
         webhook_secret=load_or_create_secret(settings),
         keys=build_keystore(settings),
         server_key=server_key,
+        rate_limiter=build_limiter(settings),
+        audit=build_audit(settings),
+        quota_policy=QuotaPolicy.from_settings(settings),  # a bad quota fails at start
     )
