@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -116,6 +117,12 @@ class WorkerSupervisor:
                     return
                 self._spawn(i)
 
+    def send(self, sig: int) -> None:
+        """Pass a signal on to every live worker (SIGHUP: reload the model registry)."""
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM: workers finish their batch; past the grace period, SIGKILL (their
         jobs come back when the next start requeues them)."""
@@ -173,7 +180,7 @@ def serve(settings: Settings) -> None:
     supervisor = WorkerSupervisor(settings)
     supervisor.start()
     try:
-        _run_api(settings, services)
+        _run_api(settings, services, forward_hup=lambda: supervisor.send(signal.SIGHUP))
     finally:
         supervisor.stop()
         lock.close()
@@ -186,10 +193,15 @@ def api_only(settings: Settings) -> None:
     _run_api(settings, _build_services(settings))
 
 
-def _run_api(settings: Settings, services: Services) -> None:
+def _run_api(
+    settings: Settings, services: Services, forward_hup: Callable[[], None] | None = None
+) -> None:
     import uvicorn
 
     from sdserve.api.app import create_app
+    from sdserve.models.reload import install_sighup
+
+    install_sighup(services.catalog, forward_hup)  # reload models without a restart
 
     uvicorn.run(
         create_app(services),

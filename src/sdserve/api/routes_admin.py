@@ -234,3 +234,19 @@ async def cancel_any_job(
     if job.status is JobStatus.running:
         response.status_code = 202
     return await _admin_view(services, job)
+
+
+@router.post("/models/reload")
+async def reload_models(request: Request, principal: Admin) -> dict[str, Any]:
+    """Re-read the model registry file and the models folder (new models, aliases,
+    rollout weights, routing rules) without a restart; a broken file is refused with
+    422 and the current catalog keeps serving."""
+    from sdserve.models.registry_file import RegistryError
+    from sdserve.models.reload import summary
+
+    catalog = services_of(request).catalog
+    try:
+        await run_in_threadpool(catalog.reload)
+    except RegistryError as exc:
+        raise InvalidRequest.single("registry", str(exc)) from exc
+    return summary(catalog)

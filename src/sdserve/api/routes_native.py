@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.auth import Reader, Writer
 from sdserve.api.body import parse
+from sdserve.api.models_view import model_list
 from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
 from sdserve.api.services import Services, services_of
@@ -57,7 +58,9 @@ async def generate(request: Request, principal: Writer) -> dict[str, Any]:
     as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
     services = services_of(request)
     body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
-    job, _ = await submit(services, body, uploads=uploads, owner=principal.owner)
+    job, _ = await submit(
+        services, body, uploads=uploads, owner=principal.owner, key_id=principal.key_id
+    )
     timeout = services.settings.sync_timeout_seconds
     job = await wait_for_terminal(services, job.id, timeout, principal)
     if job.status is JobStatus.canceled:
@@ -113,6 +116,7 @@ async def create_job(
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,
         owner=principal.owner,
+        key_id=principal.key_id,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
@@ -177,23 +181,8 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
 @router.get("/v1/models", response_model=ModelList, tags=["native"])
 async def list_models(request: Request, principal: Reader) -> dict[str, Any]:
     services = services_of(request)
-    loaded: set[str] = set()
-    for state in await run_in_threadpool(services.registry.live, READY_TTL_S):
-        loaded.update(state.models_loaded)
-    default = services.catalog.default.name
-    data = [
-        {
-            "name": m.name,
-            "family": m.family,
-            "default_width": m.default_width,
-            "default_height": m.default_height,
-            "default": m.name == default,
-            "loaded": m.name in loaded,
-            "tasks": list(m.tasks),
-        }
-        for m in services.catalog.all()
-    ]
-    return {"object": "list", "data": data}
+    workers = await run_in_threadpool(services.registry.live, READY_TTL_S)
+    return model_list(services.catalog, workers)
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)

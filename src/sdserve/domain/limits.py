@@ -43,3 +43,6 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "heun",
     "lms",
 )
+
+# SDXL micro-conditioning sides (original_size, target_size, crop offsets).
+MAX_SDXL_COND = 8192

@@ -62,6 +62,7 @@ from sdserve.engine.device import (
     pick_device,
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
+from sdserve.engine.footprint import pipeline_bytes
 from sdserve.engine.loader import load_pipeline
 from sdserve.engine.microbatch import guidance_pairs
 from sdserve.engine.schedulers import make_scheduler
@@ -213,6 +214,10 @@ class DiffusersEngine:
         # holds the GIL, so a concurrent load or eviction cannot tear the copy.
         return list(self._cache)
 
+    def model_memory(self) -> dict[str, int]:
+        """Bytes of weights each loaded model holds (for the worker's state)."""
+        return {name: pipeline_bytes(m.pipe) for name, m in list(self._cache.items())}
+
     def models(self) -> list[ModelInfo]:
         return [replace(m, loaded=m.name in self._cache) for m in self.catalog.all()]
 
@@ -359,6 +364,7 @@ class DiffusersEngine:
         else:
             originals = [conform(it.image, size) for it in rows if it.image is not None]
             kwargs |= {"image": originals, "strength": req.strength}
+        kwargs |= sdxl_conditioning(model.info, req)
         if req.task == "inpaint":
             masks = [
                 blur_mask(conform(it.mask, size, "L"), req.mask_blur)
@@ -379,6 +385,14 @@ class DiffusersEngine:
         if req.task == "inpaint" and req.keep_unmasked:
             images = [keep_unmasked(*t) for t in zip(images, originals, masks, strict=True)]
         return images
+
+
+def sdxl_conditioning(info: ModelInfo, req: BatchRequest) -> dict[str, Any]:
+    """SDXL's size micro-conditioning, only the values the request set."""
+    if info.family != "sdxl":
+        return {}
+    names = ("original_size", "target_size", "crops_coords_top_left")
+    return {n: tuple(getattr(req, n)) for n in names if getattr(req, n) is not None}
 
 
 def _target_device(settings: Settings) -> torch.device:

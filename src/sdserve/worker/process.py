@@ -11,11 +11,13 @@ import threading
 
 from sdserve.config import Settings
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.models.reload import install_sighup
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.security.server_key import load_server_key
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.registry import WorkerState, build_registry
+from sdserve.worker.state_publisher import publish
 
 log = logging.getLogger("sdserve.worker")
 _PUBLISH_EVERY_S = 2.0
@@ -70,22 +72,21 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
             if embedded and os.getppid() != parent:
                 log.error("parent process is gone; stopping")
                 os._exit(1)
-            state.models_loaded = engine.loaded_models()
             try:
-                registry.publish(state)
+                publish(registry, state, engine)
             except Exception:  # the store is away: try again next round
                 log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    install_sighup(catalog)
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
     log.info("worker %s loading model %s", state.id, catalog.default.name)
     engine.load()
     state.ready = True
-    state.models_loaded = engine.loaded_models()
-    registry.publish(state)
+    publish(registry, state, engine)
     log.info("worker %s ready", state.id)
     worker = Worker(
         queue,
