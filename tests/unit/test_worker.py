@@ -170,3 +170,58 @@ def test_background_finish_completes_every_job_in_order(tmp_path: Path) -> None:
     assert all(d is not None and d.status is JobStatus.succeeded for d in done)
     finished = [d.finished_at for d in done if d is not None]
     assert finished == sorted(finished)
+
+
+class _CountingQueue(MemoryQueue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancel_checks = 0
+
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        self.cancel_checks += 1
+        return super().cancel_requested(job_ids)
+
+
+def _run_steps(tmp_path: Path, steps: int, every_s: float) -> tuple[_CountingQueue, str]:
+    q = _CountingQueue()
+    config = WorkerConfig(max_batch_images=1, batch_window_s=0, cancel_check_every_s=every_s)
+    worker = Worker(
+        q, ScriptedEngine(), LocalBlobStore(tmp_path), LocalWakeupBus(), config, image_key=KEY
+    )
+    job, _ = q.enqueue(NewJob(spec=spec(steps=steps)))
+    assert worker.run_once()
+    return q, job.id
+
+
+def test_cancel_checks_are_rate_limited_not_one_per_step(tmp_path: Path) -> None:
+    # 200 steps of a scripted engine take far less than an hour: one check, at step 1.
+    q, job_id = _run_steps(tmp_path, steps=200, every_s=3600)
+    assert q.cancel_checks == 1
+    done = q.get(job_id)
+    assert done is not None and done.status is JobStatus.succeeded
+
+
+def test_cancel_checks_every_step_when_the_interval_is_zero(tmp_path: Path) -> None:
+    q, _ = _run_steps(tmp_path, steps=50, every_s=0)
+    assert q.cancel_checks == 50
+
+
+def test_a_cancel_requested_before_the_first_step_is_picked_up_at_once(tmp_path: Path) -> None:
+    q = MemoryQueue()
+    config = WorkerConfig(max_batch_images=1, batch_window_s=0, cancel_check_every_s=3600)
+    seen: list[set[str]] = []
+
+    class CancelingEngine(ScriptedEngine):
+        def generate(self, request: BatchRequest, on_step: StepCallback) -> BatchOutput:
+            q.cancel(request.items[0].job_id)
+            seen.append(on_step(1, 3))
+            return super().generate(request, on_step)
+
+    worker = Worker(
+        q, CancelingEngine(), LocalBlobStore(tmp_path), LocalWakeupBus(), config, image_key=KEY
+    )
+    job, _ = q.enqueue(NewJob(spec=spec(steps=3)))
+    assert worker.run_once()
+    assert seen == [{job.id}]
+    done = q.get(job.id)
+    assert done is not None and done.status is JobStatus.canceled

@@ -33,6 +33,9 @@ class WorkerConfig:
     poll_interval_s: float = 0.25
     retry_delay_s: float = 1.0
     progress_every_s: float = 0.2
+    # Cancel requests are read at most this often during denoising: each check is a
+    # queue round trip, which per step would cost more than a small model's step.
+    cancel_check_every_s: float = 0.1
     # Encode, store and complete a finished batch on a helper thread while the engine
     # starts the next one (the accelerator idles otherwise: ~50 ms per 512² PNG).
     background_finish: bool = False
@@ -226,9 +229,24 @@ class _Progress:
         self.worker = worker
         self.ids = [it.job_id for it in req.items]
         self.last_report = 0.0
+        self.last_cancel_check = float("-inf")
         self.canceled: set[str] = set()
 
     def on_step(self, step: int, total: int) -> set[str]:
+        w = self.worker
+        now = time.monotonic()
+        if now - self.last_cancel_check >= w.config.cancel_check_every_s:
+            self.last_cancel_check = now
+            self._pick_up_cancels()
+        if step == total or now - self.last_report >= w.config.progress_every_s:
+            self.last_report = now
+            for job_id in self.ids:
+                if job_id not in self.canceled:
+                    w.queue.update_progress(job_id, w.id, step, total)
+                    w.wakeups.notify_job(job_id)
+        return set(self.canceled)
+
+    def _pick_up_cancels(self) -> None:
         w = self.worker
         live = [i for i in self.ids if i not in self.canceled]
         newly = w.queue.cancel_requested(live) if live else set()
@@ -237,14 +255,6 @@ class _Progress:
             w.queue.mark_canceled(job_id, w.id)
             w.wakeups.notify_job(job_id)
         self.canceled |= newly
-        now = time.monotonic()
-        if step == total or now - self.last_report >= w.config.progress_every_s:
-            self.last_report = now
-            for job_id in self.ids:
-                if job_id not in self.canceled:
-                    w.queue.update_progress(job_id, w.id, step, total)
-                    w.wakeups.notify_job(job_id)
-        return set(self.canceled)
 
 
 class _Heartbeat:
