@@ -68,7 +68,13 @@ def test_single_file_draws_bit_identical_images_to_the_folder(
 
     folder, path = converted
     file_info = describe("single", str(path))
-    assert file_info.family == "sd1"
+    folder_info = describe("folder", str(folder))
+    # Native size and scheduler come from the config folder beside the file.
+    assert file_info.family == "sd1" and file_info.config is not None
+    assert (file_info.default_width, file_info.default_scheduler) == (
+        folder_info.default_width,
+        folder_info.default_scheduler,
+    )
     catalog = Catalog(describe("folder", str(folder)), [file_info])
     engine = DiffusersEngine(make_settings(), catalog, max_loaded=2)
     images = {}

@@ -12,7 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sdserve.domain import limits
@@ -156,9 +156,11 @@ def checkpoint_arch(header: dict[str, dict[str, object]]) -> str:
     return "sd1"
 
 
-def describe_checkpoint(name: str, path: Path) -> ModelInfo:
+def describe_checkpoint(name: str, path: Path, config: Path | None = None) -> ModelInfo:
     """A single-file checkpoint: architecture from tensor names, inpainting / x4
-    upscaler from the input channels of the first UNet convolution."""
+    upscaler from the input channels of the first UNet convolution; native size and
+    scheduler from its config folder (``config``, else ``<stem>.config/`` beside it)
+    when there is one."""
     header = safetensors_header(path)
     family = checkpoint_arch(header)
     shape = header.get(_SINGLE_FILE_CONV_IN, {}).get("shape")
@@ -167,6 +169,10 @@ def describe_checkpoint(name: str, path: Path) -> ModelInfo:
     size = _FAMILY_SIZE[family]
     if family == "inpaint" and checkpoint_arch(header) == "sdxl":
         size = _FAMILY_SIZE["sdxl"]
+    config = config or path.with_name(path.stem + ".config")
+    if (config / "model_index.json").is_file():
+        from_config = describe_folder(name, config)
+        return replace(from_config, source=str(path), family=family, config=str(config))
     return ModelInfo(name, str(path), family, size, size)
 
 

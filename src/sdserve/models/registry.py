@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sdserve.domain.errors import UnsafeWeights
 from sdserve.engine.base import ModelInfo
-from sdserve.engine.catalog import Catalog, describe, scan_folder
+from sdserve.engine.catalog import Catalog, describe, describe_checkpoint, scan_folder
 from sdserve.models.registry_file import (
     ModelEntry,
     RegistryError,
@@ -29,7 +29,11 @@ def registry_entry(name: str, entry: ModelEntry, registry_path: Path) -> ModelIn
     """A registry entry as a ModelInfo: detected from its weights, then the entry's
     own fields (family, size, scheduler, dtype) on top."""
     source = entry.hub or resolve_source(registry_path, entry.source or "")
-    info = describe(name, source)
+    config = Path(resolve_source(registry_path, entry.config)) if entry.config else None
+    if config is not None and source.endswith(".safetensors") and Path(source).is_file():
+        info = describe_checkpoint(name, Path(source), config)
+    else:
+        info = describe(name, source)
     family = entry.family or info.family
     width = entry.width or info.default_width
     height = entry.height or info.default_height
@@ -45,7 +49,7 @@ def registry_entry(name: str, entry: ModelEntry, registry_path: Path) -> ModelIn
         default_scheduler=entry.scheduler or info.default_scheduler,
         aliases=tuple(entry.aliases),
         dtype=entry.dtype,
-        config=resolve_source(registry_path, entry.config) if entry.config else None,
+        config=str(config) if config is not None else info.config,
         revision=entry.revision or "",
     )
 
