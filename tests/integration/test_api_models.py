@@ -184,3 +184,21 @@ def test_models_list_follows_swaps_live(xl_svc: LiveService) -> None:
             assert where["worker"] == "w-live" and where["memory_bytes"] > 100_000
             other = "tiny" if model == "xl" else "xl"
             assert listed[other]["loaded"] is False and listed[other]["loaded_on"] == []
+
+
+def test_rollout_is_sticky_per_api_key(
+    live_factory: Factory, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from sdserve.security.keys import Role
+
+    _registry(tmp_path / "models", tiny_model_dir, v2_weight=50)
+    svc = live_factory(models_dir=str(tmp_path / "models"), auth="on")
+    keys = [svc.services.keys.create("acme", Role.user).key for _ in range(20)]
+    chosen = []
+    for key in keys:
+        with svc.client(headers={"Authorization": f"Bearer {key}"}) as c:
+            models = {_job(c, model="photo")["model"] for _ in range(3)}
+        assert len(models) == 1  # the same version for every request of a key
+        chosen.append(models.pop())
+    # 20 keys at 50/50: both versions show up (all on one side: p = 2 * 0.5**20).
+    assert set(chosen) == {"photo-v1", "photo-v2"}
