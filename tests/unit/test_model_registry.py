@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sdserve.domain.errors import InvalidRequest
 from sdserve.engine.catalog import Catalog, describe
 from sdserve.models.registry import build_catalog_from, reloadable
 from sdserve.models.registry_file import RegistryError
@@ -191,6 +192,9 @@ def test_unknown_name_reloads_once_then_finds_a_new_model(folders: Path) -> None
     cat = reloadable(lambda: _build(folders))
     _registry(folders, REGISTRY + '\n[models.late]\nsource = "b"\n')
     cat._last_reload -= 5  # as if loaded a while ago
+    with pytest.raises(InvalidRequest, match="unknown model 'late'"):
+        cat.get("late")  # the API's catalog reloads only when told
+    cat.reload_on_miss = True  # a worker's
     assert cat.get("late").name == "late"
 
 

@@ -240,6 +240,9 @@ class Catalog:
         all_aliases.update(aliases or {})
         self._state = _State(default, by_name, all_aliases, dict(rollouts or {}), rules)
         self._builder = builder
+        # Workers turn this on: a job for a model added since they started finds it.
+        # The API reloads only when told (a reload reads files: not on the event loop).
+        self.reload_on_miss = False
         self._lock = threading.Lock()
         self._last_reload = time.monotonic()
         self.generation = 0  # reloads so far
@@ -267,7 +270,9 @@ class Catalog:
         return self
 
     def _reload_on_miss(self) -> bool:
-        if self._builder is None or time.monotonic() - self._last_reload < _MISS_RELOAD_S:
+        if not self.reload_on_miss or self._builder is None:
+            return False
+        if time.monotonic() - self._last_reload < _MISS_RELOAD_S:
             return False
         try:
             self.reload()
@@ -302,8 +307,8 @@ class Catalog:
         return ", ".join([*state.by_name, *state.aliases, *state.rollouts])
 
     def get(self, name: str | None) -> ModelInfo:
-        """A model by name or alias (a worker asked for a model added since it
-        started reloads the catalog and finds it)."""
+        """A model by name or alias (with ``reload_on_miss``, an unknown name reloads
+        the catalog once and looks again)."""
         if name is None:
             return self.default
         for attempt in (0, 1):

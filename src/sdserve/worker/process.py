@@ -56,6 +56,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
     queue = build_queue(settings)
     wakeups = build_wakeups(settings, "worker")
     catalog = build_catalog(settings)
+    catalog.reload_on_miss = True  # a job for a model added since we started finds it
     engine = DiffusersEngine(settings, catalog, max_loaded=settings.max_loaded_models)
     registry = build_registry(settings)
     state = WorkerState(
