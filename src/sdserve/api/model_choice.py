@@ -46,7 +46,13 @@ def choose_model(services: Services, req: GenerateRequest, key_id: str | None) -
             priority=req.priority.value,
         )
         routed = catalog.route(choice, facts)
-        if routed.rule is not None and req.task.value in routed.info.tasks:
+        # A rule never sends a request where it would be refused (a task the target
+        # cannot do, SDXL conditioning to a non-SDXL model).
+        sdxl_only = any(getattr(req, n) is not None for n in SDXL_CONDITIONING)
+        fits = req.task.value in routed.info.tasks and (
+            not sdxl_only or routed.info.family == "sdxl"
+        )
+        if routed.rule is not None and fits:
             choice = routed
     check_sdxl_fields(req, choice.info)
     services.metrics.model_choices.labels(
