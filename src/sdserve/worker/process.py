@@ -46,6 +46,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
 
 def run_worker_process(settings: Settings, embedded: bool) -> None:
     parent = os.getppid()
+    # `serve` forwards SIGHUP (reload models) to its workers: one still starting must
+    # not die of it (the default action); the reload handler comes once it has a catalog.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if embedded:
         die_with_parent()
     prepare_engine_env()
