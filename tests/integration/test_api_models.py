@@ -202,3 +202,11 @@ def test_rollout_is_sticky_per_api_key(
         chosen.append(models.pop())
     # 20 keys at 50/50: both versions show up (all on one side: p = 2 * 0.5**20).
     assert set(chosen) == {"photo-v1", "photo-v2"}
+
+
+def test_openai_sdk_lists_the_models(svc: LiveService) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key="unused-auth-is-off")
+    models = {m.id: m for m in client.models.list()}
+    assert {"photo-v1", "photo-v2", "cheap"} <= set(models)
+    assert models["photo-v1"].object == "model" and models["photo-v1"].owned_by == "sdserve"
