@@ -33,6 +33,7 @@ _FAMILY_SIZE = {
     "upscaler": 512,
     "latent-upscaler": 1024,
 }
+FAMILY_SIZE = _FAMILY_SIZE  # public: the registry sizes hub entries by family
 # model_index.json pipeline classes that fix the family outright.
 _CLASS_FAMILY = {
     "StableDiffusionInpaintPipeline": "inpaint",

@@ -205,6 +205,8 @@ def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
         )
     log.info("downloading %s from the hub (safetensors only)", info.source)
     try:
-        return cls.from_pretrained(info.source, use_safetensors=True, **kwargs)
+        # A registry entry may pin the hub revision (its `revision` field).
+        pinned = {"revision": info.revision} if info.revision else {}
+        return cls.from_pretrained(info.source, use_safetensors=True, **pinned, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {info.source!r}: {exc}") from exc

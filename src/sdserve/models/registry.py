@@ -10,7 +10,13 @@ from pathlib import Path
 
 from sdserve.domain.errors import UnsafeWeights
 from sdserve.engine.base import ModelInfo
-from sdserve.engine.catalog import Catalog, describe, describe_checkpoint, scan_folder
+from sdserve.engine.catalog import (
+    FAMILY_SIZE,
+    Catalog,
+    describe,
+    describe_checkpoint,
+    scan_folder,
+)
 from sdserve.models.registry_file import (
     ModelEntry,
     RegistryError,
@@ -38,9 +44,7 @@ def registry_entry(name: str, entry: ModelEntry, registry_path: Path) -> ModelIn
     width = entry.width or info.default_width
     height = entry.height or info.default_height
     if entry.family and not entry.width and info.family == "unknown":
-        from sdserve.engine.catalog import _FAMILY_SIZE
-
-        width = height = _FAMILY_SIZE[family]
+        width = height = FAMILY_SIZE[family]  # a hub id: the family's native size
     return replace(
         info,
         family=family,
