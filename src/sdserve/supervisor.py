@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from sdserve.config import Settings
+from sdserve.startup import WORKER_BROKEN_MODEL
 
 if TYPE_CHECKING:
     from sdserve.api.services import Services
@@ -108,6 +109,10 @@ class WorkerSupervisor:
             for i, proc in enumerate(self.procs):
                 if proc is None or proc.poll() is None or self._stop.is_set():
                     continue
+                if proc.returncode == WORKER_BROKEN_MODEL:  # restarting cannot fix a file
+                    log.error("worker %d: its model is broken (see above); not restarting", i)
+                    self.procs[i] = None
+                    continue
                 delay = _RESTART_BACKOFF_S[min(self.restarts[i], len(_RESTART_BACKOFF_S) - 1)]
                 log.error(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.returncode, delay
@@ -165,7 +170,7 @@ def _build_services(settings: Settings) -> Services:
 
 def serve(settings: Settings) -> None:
     _require_shared_backend(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = acquire_data_dir(settings)
     ensure_default_model(settings)
     services = _build_services(settings)
@@ -202,6 +207,7 @@ def _run_api(
     from sdserve.models.reload import install_sighup
 
     install_sighup(services.catalog, forward_hup)  # reload models without a restart
+    from sdserve.api.edge import uvicorn_tls
 
     uvicorn.run(
         create_app(services),
@@ -210,6 +216,7 @@ def _run_api(
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_tls(settings),  # type: ignore[arg-type]
     )
 
 

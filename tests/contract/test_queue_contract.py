@@ -818,3 +818,45 @@ def test_workflow_idempotency(queue: JobQueue) -> None:
             NewWorkflow(steps=_steps(), idempotency_key="k", request_hash="x", owner="o")
         )
     assert len(queue.list_jobs(ListFilter()).jobs) == 1
+
+
+HELD_ERR = JobError(type="held_for_review", message="an image was flagged: held for review")
+
+
+def test_held_for_review_then_approved_or_rejected(queue: JobQueue) -> None:
+    """running -> held (not terminal, no lease, one job.held event) -> a reviewer's
+    decision ends it: approved succeeded with the result, rejected failed."""
+    ok = add(queue, callback_url="https://example.com/ok")
+    bad = add(queue, T0 + 1, callback_url="https://example.com/bad")
+    claim(queue, T0 + 2)
+    withheld = JobResult(
+        images=[ImageRef(id="img.png", seed=42, withheld=True, safety="flagged")],
+        generation_time=1.0,
+        seed_used=42,
+    )
+    assert queue.hold(ok, "w2", withheld, HELD_ERR, now=T0 + 3) is False  # not its lease
+    for job_id in (ok, bad):
+        assert queue.hold(job_id, "w1", withheld, HELD_ERR, now=T0 + 3)
+        held = fetch(queue, job_id)
+        assert held.status is JobStatus.held and not held.status.terminal
+        assert held.lease_owner is None and held.result == withheld and held.error == HELD_ERR
+    assert queue.complete(ok, "w1", result(), now=T0 + 4) is False  # the lease is gone
+    assert queue.reclaim_expired(now=T0 + LEASE + 10) == []  # held never expires
+    page = queue.list_jobs(ListFilter(status=JobStatus.held))
+    assert {j.id for j in page.jobs} == {ok, bad}
+    events = {e.job_id: e.payload["event"] for e in queue.outbox_due(now=T0 + 5)}
+    assert events == {ok: "job.held", bad: "job.held"}
+    approved = queue.review(ok, True, result(), now=T0 + 6)
+    assert approved.status is JobStatus.succeeded and approved.result == result()
+    assert approved.error is None and approved.finished_at == T0 + 6
+    rejected_error = JobError(type="content_policy_violation", message="rejected on review")
+    rejected = queue.review(bad, False, withheld, rejected_error, now=T0 + 7)
+    assert rejected.status is JobStatus.failed and rejected.error == rejected_error
+    assert not rejected.dead_lettered
+    with pytest.raises(Conflict):
+        queue.review(ok, False, result(), rejected_error)
+    with pytest.raises(NotFound):
+        queue.review("job_missing", True, result())
+    events = [e.payload["event"] for e in queue.outbox_due(now=T0 + 100)]
+    assert sorted(events) == ["job.failed", "job.held", "job.held", "job.succeeded"]
+    assert queue.list_jobs(ListFilter(status=JobStatus.held)).jobs == []

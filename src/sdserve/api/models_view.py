@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from sdserve.api.facade_openai import openai_model_fields
 from sdserve.engine.base import ModelInfo
 from sdserve.engine.catalog import Catalog
 from sdserve.worker.registry import WorkerState
@@ -18,13 +19,6 @@ def source_kind(info: ModelInfo) -> str:
     if path.is_dir():
         return "folder"
     return "single-file" if path.is_file() else "hub"
-
-
-def _created(info: ModelInfo) -> int:
-    try:
-        return int(Path(info.source).stat().st_mtime)
-    except OSError:
-        return 0
 
 
 def model_list(catalog: Catalog, workers: list[WorkerState]) -> dict[str, Any]:
@@ -42,10 +36,7 @@ def model_list(catalog: Catalog, workers: list[WorkerState]) -> dict[str, Any]:
     default = catalog.default.name
     data = [
         {
-            "id": m.name,
-            "object": "model",
-            "created": _created(m),
-            "owned_by": "sdserve",
+            **openai_model_fields(m),  # id, object, created, owned_by: OpenAI's SDK
             "name": m.name,
             "family": m.family,
             "source_kind": source_kind(m),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GenerateResponse(BaseModel):
@@ -16,12 +16,16 @@ class GenerateResponse(BaseModel):
     seeds: list[int]
     image_ids: list[str]
     warnings: list[str]
+    cached: bool = False
 
 
 class ImageView(BaseModel):
-    id: str
-    url: str
+    # id and url are null for an image withheld by the image check (docs/safety.md).
+    id: str | None
+    url: str | None
     seed: int
+    withheld: bool = False
+    reason: str | None = Field(None, description="why the image check withheld it")
 
 
 class ResultView(BaseModel):
@@ -29,6 +33,7 @@ class ResultView(BaseModel):
     generation_time: float
     seed_used: int
     warnings: list[str]
+    cached: bool = False
 
 
 class ErrorView(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -19,6 +20,9 @@ from sdserve.security.server_key import ServerKey
 from sdserve.storage.base import BlobStore
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.worker.registry import WorkerRegistry, build_registry
+
+if TYPE_CHECKING:
+    from sdserve.safety.service import SafetyServices
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Services:
     server_key: ServerKey = field(default_factory=ServerKey.ephemeral)
     # Key expiry and revocation are judged by this clock (tests step it, never sleep).
     clock: Callable[[], float] = time.time
+    # Prompt gate, decision record, quarantine: built on first use (safety.service).
+    safety: SafetyServices | None = None
 
     @property
     def task_models(self) -> dict[str, str]:
@@ -48,6 +54,8 @@ class Services:
         self.queue.close()
         self.registry.close()
         self.keys.close()
+        if self.safety is not None:
+            self.safety.close()
 
 
 def services_of(request: Request) -> Services:
@@ -62,7 +70,7 @@ def build_services(settings: Settings) -> Services:
     from sdserve.webhooks.signing import load_or_create_secret
     from sdserve.wiring import build_blobs, build_catalog
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     return Services(
         settings=settings,

@@ -28,6 +28,10 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.engine.lora_files import check_loras
+from sdserve.observability import context as log_context
+from sdserve.observability.context import request_trace
+from sdserve.safety.service import check_prompts
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -161,6 +165,7 @@ def resolve_spec(
         if inpaint
         else None,
         noise_level=noise_level,
+        loras=check_loras(req.loras, info, settings),
     )
 
 
@@ -225,6 +230,8 @@ async def submit(
     key_id: str | None = None,
 ) -> tuple[Job, bool]:
     spec, decoded = await prepare(services, req, uploads, owner, key_id)
+    spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -241,6 +248,7 @@ async def submit(
     )
     await inputs.persist(services, decoded, owner)
     job, created = await run_in_threadpool(services.queue.enqueue, new)
+    log_context.bind(job_id=job.id, tenant=owner)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
@@ -285,7 +293,7 @@ async def wait_for_terminal(
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
-        if job.status.terminal:
+        if job.status.settled:  # held for review: a person decides, not a wait
             return job
         remaining = deadline - time.monotonic()
         if remaining <= 0:

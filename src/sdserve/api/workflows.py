@@ -34,6 +34,7 @@ from sdserve.domain.requests import (
     request_fingerprint,
 )
 from sdserve.domain.workflows import NewWorkflow, StepInput, Workflow, WorkflowStep
+from sdserve.safety.service import check_prompts
 
 
 def _prefixed(exc: InvalidRequest, prefix: str) -> InvalidRequest:
@@ -135,8 +136,11 @@ async def submit_workflow(
     *,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Workflow, bool]:
     steps, decoded = await resolve(services, req, uploads, owner)
+    prompts = [(st.spec.prompt, st.spec.negative_prompt) for st in steps]
+    await check_prompts(services, prompts, owner, key_id)
     await check_callback(services, req.callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")

@@ -45,6 +45,7 @@ class BatchRequest:
     original_size: tuple[int, int] | None = None
     target_size: tuple[int, int] | None = None
     crops_coords_top_left: tuple[int, int] | None = None
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter name, scale), in request order
 
     @property
     def num_images(self) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sdserve.domain import limits
-from sdserve.domain.errors import InvalidRequest, UnsafeWeights
+from sdserve.domain.errors import InvalidRequest, ModelUnavailable, UnsafeWeights
 from sdserve.engine.base import ModelInfo
 from sdserve.models.rollout import Rollout
 from sdserve.models.routing import RequestFacts, RouteRule, first_match
@@ -210,6 +210,8 @@ class _State:
     aliases: dict[str, str]  # alias -> model name
     rollouts: dict[str, Rollout]
     rules: tuple[RouteRule, ...]
+    # Models present in the folder but not whole: not listed, named in errors.
+    broken: dict[str, str]
 
 
 # An unknown name makes a reloadable catalog look again, at most this often.
@@ -228,6 +230,7 @@ class Catalog:
         self,
         default: ModelInfo,
         extra: list[ModelInfo] | None = None,
+        broken: dict[str, str] | None = None,
         *,
         aliases: dict[str, str] | None = None,
         rollouts: dict[str, Rollout] | None = None,
@@ -239,7 +242,9 @@ class Catalog:
             by_name.setdefault(info.name, info)
         all_aliases = {a: m.name for m in by_name.values() for a in m.aliases}
         all_aliases.update(aliases or {})
-        self._state = _State(default, by_name, all_aliases, dict(rollouts or {}), rules)
+        self._state = _State(
+            default, by_name, all_aliases, dict(rollouts or {}), rules, dict(broken or {})
+        )
         self._builder = builder
         # Workers turn this on: a job for a model added since they started finds it.
         # The API reloads only when told (a reload reads files: not on the event loop).
@@ -254,7 +259,8 @@ class Catalog:
     ) -> Catalog:
         """The default, every model under ``models_dir``, then ``builtin`` ones (a name
         already taken keeps its first entry)."""
-        return cls(default, [*scan_folder(models_dir), *(builtin or [])])
+        found, broken = scan_folder(models_dir)
+        return cls(default, [*found, *(builtin or [])], broken)
 
     # --- reload ---
 
@@ -289,6 +295,10 @@ class Catalog:
         return self._state.default
 
     @property
+    def broken(self) -> dict[str, str]:
+        return self._state.broken
+
+    @property
     def rules(self) -> tuple[RouteRule, ...]:
         return self._state.rules
 
@@ -320,8 +330,15 @@ class Catalog:
                 return info
             if attempt == 0 and not self._reload_on_miss():
                 break
+        state = self._state
+        if name in state.broken:
+            raise ModelUnavailable(
+                f"model {name!r} is in the models folder but cannot be loaded: "
+                f"{state.broken[name]}",
+                model=name,
+            )
         raise InvalidRequest.single(
-            "model", f"unknown model {name!r}; valid: {self._valid(self._state)}"
+            "model", f"unknown model {name[:256]!r}; valid: {self._valid(state)}"
         )
 
     def choose(self, name: str, key: str | None = None) -> Choice:
@@ -343,17 +360,35 @@ class Catalog:
         )
 
 
-def scan_folder(models_dir: Path) -> list[ModelInfo]:
-    """Every diffusers folder and .safetensors file directly under ``models_dir``."""
-    out: list[ModelInfo] = []
+def scan_folder(models_dir: Path) -> tuple[list[ModelInfo], dict[str, str]]:
+    """Every diffusers folder and weights file directly under ``models_dir``, and the
+    broken ones (name -> problem): a broken entry must not take the service down, nor
+    be offered. A single-file checkpoint's ``<stem>.config/`` folder is not a model."""
+    from sdserve.engine.integrity import model_problem
+
+    found: list[ModelInfo] = []
+    broken: dict[str, str] = {}
     if not models_dir.is_dir():
-        return out
+        return found, broken
     for entry in sorted(models_dir.iterdir()):
-        try:
-            if entry.is_dir() and (entry / "model_index.json").exists():
-                out.append(describe_folder(entry.name, entry))
-            elif entry.suffix == ".safetensors":
-                out.append(describe_checkpoint(entry.stem, entry))
-        except (OSError, ValueError, UnsafeWeights):
-            continue  # a broken entry must not take the service down
-    return out
+        is_folder = entry.is_dir() and (entry / "model_index.json").exists()
+        is_weights = entry.is_file() and entry.name.lower().endswith(
+            (".safetensors", *PICKLE_SUFFIXES)
+        )
+        beside = entry.with_name(entry.stem + ".safetensors")
+        if is_folder and entry.suffix == ".config" and beside.is_file():
+            continue  # a single-file checkpoint's config folder
+        if not (is_folder or is_weights):
+            continue
+        name = entry.name if is_folder else entry.stem
+        problem = model_problem(str(entry))
+        if problem is None:
+            try:
+                found.append(
+                    describe_folder(name, entry) if is_folder else describe_checkpoint(name, entry)
+                )
+            except (OSError, ValueError, UnsafeWeights) as exc:
+                problem = f"{entry.name}: {exc}"
+        if problem is not None:
+            broken[name] = problem
+    return found, broken

@@ -100,7 +100,8 @@ def build_catalog_from(
     named = {a for e in reg.models.values() for a in e.aliases}
     # A default named by alias is the registry's model, not a hub id of that name.
     fallback = [] if default.name in named else [default]
-    for info in [*scan_folder(models_dir), *fallback, *builtin]:
+    found, broken = scan_folder(models_dir)
+    for info in [*found, *fallback, *builtin]:
         models.setdefault(info.name, info)
     _check_names(reg, models, registry_path or Path("."))
     for name, info in models.items():
@@ -132,7 +133,8 @@ def build_catalog_from(
         )
         for r in reg.routes
     )
-    return Catalog(first, list(models.values()), rollouts=rollouts, rules=rules)
+    broken = {k: v for k, v in broken.items() if k not in models}
+    return Catalog(first, list(models.values()), broken, rollouts=rollouts, rules=rules)
 
 
 def reloadable(build: Callable[[], Catalog]) -> Catalog:

@@ -152,6 +152,29 @@ class JobQueue(Protocol):
         failed (non-retryable). None if the worker no longer holds the lease."""
         ...
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        """Held for review (a flagged image). False if the worker no longer holds the lease."""
+        ...
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        """A reviewer ends a held job: succeeded (approve) or failed with ``error``.
+        NotFound / Conflict (not held)."""
+        ...
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         """Give claimed jobs back to the queue (graceful shutdown, batch split),
         keeping their place; by default the attempt is not counted."""

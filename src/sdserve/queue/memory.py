@@ -218,6 +218,33 @@ class MemoryQueue(MemoryOutbox):
             out = tr.fail(entry.job, worker_id, error, retryable, retry_delay, ts)
             return self._store(out, ts).model_copy() if out else None
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = now_or(now)
+        with self._lock:
+            return self._held_apply(job_id, lambda j: tr.hold(j, worker_id, result, reason, ts), ts)
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = now_or(now)
+        with self._lock:
+            entry = self._entries.get(job_id)
+            if entry is None:
+                raise NotFound(f"job {job_id} not found")
+            return self._store(tr.review(entry.job, approve, result, error, ts), ts).model_copy()
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._lock:

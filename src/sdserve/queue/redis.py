@@ -301,6 +301,34 @@ class RedisQueue(RedisOutbox):
         )
 
     @_available
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = self._now(now)
+        out = self._apply(job_id, ts, lambda j: tr.hold(j, worker_id, result, reason, ts))
+        return out is not None
+
+    @_available
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = self._now(now)
+        job = self._apply(job_id, ts, lambda j: tr.review(j, approve, result, error, ts))
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    @_available
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = self._now(None)
         self._apply_many(job_ids, ts, lambda j: tr.release(j, worker_id, refund_attempt, ts))

@@ -258,6 +258,34 @@ class SqliteQueue(SqliteOutbox):
             job_id, lambda j: tr.fail(j, worker_id, error, retryable, retry_delay, ts), ts
         )
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = now_or(now)
+        return (
+            self._apply(job_id, lambda j: tr.hold(j, worker_id, result, reason, ts), ts) is not None
+        )
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = now_or(now)
+        decide = lambda j: tr.review(j, approve, result, error, ts)  # noqa: E731
+        job = self._apply(job_id, decide, ts, acknowledged=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._write() as conn:

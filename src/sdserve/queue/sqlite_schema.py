@@ -14,6 +14,7 @@ from sdserve.domain.errors import SdserveError
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus
 from sdserve.domain.requests import JobSpec
 from sdserve.queue.base import OutboxEntry
+from sdserve.security.files import private_database
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -160,7 +161,27 @@ CREATE TABLE tenants (
 );
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+# v5: content safety (safety/records.py): every decision (prompt refusals, image
+# verdicts, reviews, appeals) with who and when; one appeal per subject, enforced by
+# the unique index; per-tenant and per-key prompt-policy thresholds.
+_V5 = """
+ALTER TABLE tenants ADD COLUMN prompt_threshold REAL;
+ALTER TABLE api_keys ADD COLUMN prompt_threshold REAL;
+CREATE TABLE safety_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tenant TEXT,
+    at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX safety_records_subject ON safety_records (subject, kind);
+CREATE INDEX safety_records_kind ON safety_records (kind, seq);
+CREATE UNIQUE INDEX safety_one_appeal ON safety_records (subject) WHERE kind = 'appeal';
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 5: _V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -169,6 +190,7 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # so two processes never both read-then-upgrade and deadlock into SQLITE_BUSY).
     # check_same_thread=False only so close() may close every thread's connection; each
     # connection is otherwise used by the one thread that opened it.
+    private_database(path)  # prompts inside: 0600, and so its WAL and SHM
     conn = sqlite3.connect(
         str(path),
         isolation_level=None,
@@ -205,7 +227,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise SdserveError(
                 f"database schema v{start} is newer than this sdserve (v{SCHEMA_VERSION})"
             )
-        for version in range(start + 1, SCHEMA_VERSION + 1):
+        # Sorted, not a range: versions are assigned to work done in parallel, so a
+        # build may hold v5 before v4 lands; each applies once, in order.
+        for version in sorted(v for v in MIGRATIONS if v > start):
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

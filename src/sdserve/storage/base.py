@@ -58,7 +58,6 @@ class StorageUnavailable(SdserveError):
     missing extra). Retryable for clients; operators read the message."""
 
     type = "storage_unavailable"
-    status = 503
     retryable = True
 
 

@@ -38,6 +38,7 @@ def batch_request(jobs: list[Job], load: InputLoader | None = None) -> BatchRequ
         original_size=spec.original_size,
         target_size=spec.target_size,
         crops_coords_top_left=spec.crops_coords_top_left,
+        loras=tuple((ref.name, ref.scale) for ref in spec.loras),
     )
 
 
