@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sdserve.cli_audit import audit_app
 from sdserve.cli_keys import keys_app, tenants_app
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ jobs_app = typer.Typer(help="Inspect the job store (operators).", no_args_is_hel
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(audit_app, name="audit")
 
 
 def _settings(**overrides: object) -> Settings:

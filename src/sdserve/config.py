@@ -286,6 +286,49 @@ class Settings(BaseSettings):
         "a SHA-256 and the length, for retention policies that forbid keeping them).",
     )
 
+    # --- quotas (security/ratelimit.py; "N/second|minute|hour|day", empty = unlimited) ---
+    quota_requests: str = Field(
+        "", description="Generation requests per API key, e.g. '60/minute' (empty: no limit)."
+    )
+    quota_images: str = Field(
+        "", description="Images generated per API key, e.g. '1000/day' (empty: no limit)."
+    )
+    quota_max_queued: int = Field(
+        0, ge=0, description="Jobs a tenant may have queued or running at once (0: no limit)."
+    )
+    quota_max_pixels: int = Field(
+        0, ge=0, description="Largest width*height a key may ask for (0: only max_pixels)."
+    )
+    quota_max_steps: int = Field(
+        0, ge=0, description="Most inference steps a key may ask for (0: no extra limit)."
+    )
+    quota_overrides: dict[str, dict[str, str | int]] = Field(
+        default_factory=dict,
+        description='Per tenant or key quotas over the defaults, JSON: {"tenant:acme": '
+        '{"requests": "600/minute", "max_queued": 20}, "key:<id>": {"images": "10/day"}}.',
+    )
+
+    # --- retention (security/retention.py; 0 = keep forever) ---
+    retention_audit_seconds: int = Field(
+        0, ge=0, description="Audit entries older than this are pruned by the sweeper (0: kept)."
+    )
+    retention_prompts_seconds: int = Field(
+        0, ge=0, description="Prompts of finished jobs are blanked after this (0: kept)."
+    )
+    retention_jobs_seconds: int = Field(
+        0,
+        ge=0,
+        description="Finished jobs are deleted after this, with their images and inputs (0: kept).",
+    )
+    retention_overrides: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Per-tenant TTLs over the defaults, JSON: {"acme": {"jobs": 86400, '
+        '"prompts": 3600}} (0: kept).',
+    )
+    retention_sweep_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the API process runs the retention sweeper."
+    )
+
     @field_validator("webhook_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -20,6 +20,7 @@ from sdserve.queue.factory import build_queue
 from sdserve.queue.wakeups import LocalWakeupBus
 from sdserve.safety.decisions import ImageChecker
 from sdserve.safety.service import safety_of
+from sdserve.security.audit_factory import build_audit
 from sdserve.security.factory import build_keystore
 from sdserve.security.server_key import load_server_key
 from sdserve.webhooks.guard import AddressPolicy
@@ -112,6 +113,7 @@ def start_live(
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=settings.webhook_secret,
         keys=build_keystore(settings),
+        audit=build_audit(settings),
         server_key=load_server_key(settings),
         clock=clock,
     )

@@ -24,6 +24,7 @@ from sdserve.api.routes_safety import user as safety_user_router
 from sdserve.api.routes_workflows import router as workflows_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
+from sdserve.security import retention
 from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
@@ -57,6 +58,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
                 resolver=resolver,
             )
             task = asyncio.create_task(dispatcher.run(stop))
+        sweeper = retention.start(services, stop)
         try:
             yield
         finally:
@@ -64,6 +66,9 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=5)
+            if sweeper is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sweeper, timeout=5)
             services.close()
 
     app = FastAPI(

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs
+from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
 from sdserve.api.model_choice import choice_fields, choose_model
@@ -246,12 +246,15 @@ async def submit(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded, owner)
-    job, created = await run_in_threadpool(services.queue.enqueue, new)
+    async with quota.admitted(services, spec, owner=owner, key_id=key_id) as admission:
+        await inputs.persist(services, decoded, owner)
+        job, created = await run_in_threadpool(services.queue.enqueue, new)
+        admission.charged = created  # an idempotent replay costs nothing
     log_context.bind(job_id=job.id, tenant=owner)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
+        await audit_trail.record_job(services, job, key_id)
     return job, created
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs
+from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.inputs import DecodedInput
 from sdserve.api.model_choice import choice_fields, choose_model
 from sdserve.api.services import Services
@@ -153,8 +153,19 @@ async def submit_workflow(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded, owner)
-    wf, created = await run_in_threadpool(services.queue.enqueue_workflow, new)
+    specs = [step.spec for step in steps]
+    async with quota.admitted(services, specs, owner=owner, key_id=key_id) as admission:
+        await inputs.persist(services, decoded, owner)
+        wf, created = await run_in_threadpool(services.queue.enqueue_workflow, new)
+        admission.charged = created  # an idempotent replay costs nothing
     if created:
         services.wakeups.notify_workers()
+        await audit_trail.record_for(
+            services,
+            key_id or "open",
+            "workflow.create",
+            wf.id,
+            tenant=owner,
+            details={"steps": len(steps), "images": sum(s.num_images for s in specs)},
+        )
     return wf, created

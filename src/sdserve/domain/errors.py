@@ -154,6 +154,8 @@ class Forbidden(SdserveError):
 class RateLimited(SdserveError):
     type = "rate_limited"
     retryable = True
+    # Retry-After and RateLimit-* for this refusal (api/quota.py fills them).
+    headers: dict[str, str] | None = None
 
 
 class ContentPolicyViolation(SdserveError):

@@ -36,6 +36,7 @@ from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 
 
 @dataclass(frozen=True)
@@ -234,5 +235,13 @@ class JobQueue(Protocol):
     def outbox_give_up(self, entry_id: str, error: str) -> None: ...
 
     def outbox_get(self, entry_id: str) -> OutboxEntry | None: ...
+
+    # --- retention ---
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        """Delete finished jobs (and workflows) that ``flt`` selects, with their outbox
+        entries and idempotency keys; or, with ``redact_prompts``, blank their prompts.
+        Returns the jobs as they were (their images and inputs are the caller's to
+        delete); never touches a queued or running job. Rules: queue/purge.py."""
+        ...
 
     def close(self) -> None: ...

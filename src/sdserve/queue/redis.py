@@ -23,6 +23,7 @@ from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
+from sdserve.queue import redis_purge
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
 from sdserve.queue.batching import (
@@ -32,6 +33,7 @@ from sdserve.queue.batching import (
     window_wait,
 )
 from sdserve.queue.common import decode_cursor, encode_cursor
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 from sdserve.queue.redis_keys import (
     DEFAULT_PREFIX,
     Keys,
@@ -423,6 +425,10 @@ class RedisQueue(RedisOutbox):
             return out.workflow
 
         return self._transact(ts, body)
+
+    @_available
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        return redis_purge.purge(self._r, self.keys, flt)
 
     def close(self) -> None:
         if self._owns_client:

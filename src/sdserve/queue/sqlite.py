@@ -30,6 +30,7 @@ from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, NewJob
 from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue import sqlite_ops as ops
+from sdserve.queue import sqlite_purge
 from sdserve.queue import sqlite_schema as schema
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
@@ -42,6 +43,7 @@ from sdserve.queue.batching import (
     window_wait,
 )
 from sdserve.queue.common import decode_cursor, encode_cursor, now_or
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 from sdserve.queue.sqlite_outbox import SqliteOutbox
 
 _COLS = ops.COLS
@@ -392,6 +394,10 @@ class SqliteQueue(SqliteOutbox):
             if job is not None:
                 ops.store(conn, tr.cancel(job, ts), ts)
         return out.workflow
+
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        with self._write(acknowledged=True) as conn:
+            return sqlite_purge.purge(conn, flt)
 
     def close(self) -> None:
         self._closed = True
