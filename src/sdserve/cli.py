@@ -219,10 +219,16 @@ def list_models() -> None:
     catalog = build_catalog(_settings())
     for info in catalog.all():
         mark = "*" if info.name == catalog.default.name else " "
+        aliases = f"\t(aliases: {', '.join(info.aliases)})" if info.aliases else ""
         typer.echo(
             f"{mark} {info.name}\t{info.family}\t{info.default_width}x"
-            f"{info.default_height}\t{info.source}"
+            f"{info.default_height}\t{info.revision or '-'}\t{info.source}{aliases}"
         )
+    for rollout in catalog.rollouts().values():
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in rollout.shares().items())
+        typer.echo(f"  rollout {rollout.alias}: {shares}")
+    for rule in catalog.rules:
+        typer.echo(f"  route {rule.name} -> {rule.to}")
 
 
 @jobs_app.command("stats")

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         None, description="Folder of extra models (default: <data_dir>/models)."
     )
+    model_registry: Path | None = Field(
+        None,
+        description="Registry file (TOML): models, aliases, A/B rollouts, routing rules "
+        "(default: <models_dir>/registry.toml when present). Reloaded by SIGHUP or "
+        "POST /v1/admin/models/reload.",
+    )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype (auto: fp16 on CUDA, fp32 on CPU)."

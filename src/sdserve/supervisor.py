@@ -161,6 +161,12 @@ class WorkerSupervisor:
                 log.info("worker %d ready for %.0fs: restart back-off reset", i, self.stable_s)
                 self.restarts[i] = 0
 
+    def send(self, sig: int) -> None:
+        """Pass a signal on to every live worker (SIGHUP: reload the model registry)."""
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM: workers finish their batch; past the grace period, SIGKILL (their
         jobs come back when the next start requeues them)."""
@@ -226,7 +232,7 @@ def serve(settings: Settings) -> None:
     supervisor = WorkerSupervisor(settings)
     supervisor.start()
     try:
-        _run_api(settings, services)
+        _run_api(settings, services, forward_hup=lambda: supervisor.send(signal.SIGHUP))
     finally:
         supervisor.stop(grace=settings.drain_seconds + 5)
         lock.close()
@@ -239,9 +245,15 @@ def api_only(settings: Settings) -> None:
     _run_api(settings, _build_services(settings, worker_catalog=True))
 
 
-def _run_api(settings: Settings, services: Services) -> None:
+def _run_api(
+    settings: Settings, services: Services, forward_hup: Callable[[], None] | None = None
+) -> None:
     from sdserve.api.drain import DrainingServer
+    from sdserve.api.worker_catalog import WorkerCatalog
+    from sdserve.models.reload import install_sighup
 
+    if not isinstance(services.catalog, WorkerCatalog):  # that one follows the workers
+        install_sighup(services.catalog, forward_hup)  # reload models without a restart
     DrainingServer.for_services(settings, services).run()
 
 

@@ -251,6 +251,26 @@ async def cancel_any_job(
     return await _admin_view(services, job)
 
 
+@router.post("/models/reload")
+async def reload_models(request: Request, principal: Admin) -> dict[str, Any]:
+    """Re-read the model registry file and the models folder (new models, aliases,
+    rollout weights, routing rules) without a restart; a broken file is refused with
+    422 and the current catalog keeps serving."""
+    from sdserve.models.registry_file import RegistryError
+    from sdserve.models.reload import summary
+
+    services = services_of(request)
+    catalog = services.catalog
+    async with audited(services, principal, "models.reload", "registry", tenant=None) as d:
+        try:
+            await run_in_threadpool(catalog.reload)
+        except RegistryError as exc:
+            raise InvalidRequest.single("registry", str(exc)) from exc
+        d["models"] = len(catalog.names())
+        d["generation"] = catalog.generation
+    return summary(catalog)
+
+
 @router.get("/audit")
 async def list_audit(
     request: Request,

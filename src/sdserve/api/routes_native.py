@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.auth import Reader, Writer
 from sdserve.api.body import parse
-from sdserve.api.facade_openai import openai_model_fields
+from sdserve.api.models_view import model_list
 from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
 from sdserve.api.services import Services, services_of
@@ -162,24 +162,8 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
 @router.get("/v1/models", response_model=ModelList, tags=["native"])
 async def list_models(request: Request, principal: Reader) -> dict[str, Any]:
     services = services_of(request)
-    loaded: set[str] = set()
-    for state in await run_in_threadpool(services.registry.live, READY_TTL_S):
-        loaded.update(state.models_loaded)
-    default = services.catalog.default.name
-    data = [
-        {
-            **openai_model_fields(m),  # id, object, created, owned_by: OpenAI's SDK reads these
-            "name": m.name,
-            "family": m.family,
-            "default_width": m.default_width,
-            "default_height": m.default_height,
-            "default": m.name == default,
-            "loaded": m.name in loaded,
-            "tasks": list(m.tasks),
-        }
-        for m in services.catalog.all()
-    ]
-    return {"object": "list", "data": data}
+    workers = await run_in_threadpool(services.registry.live, READY_TTL_S)
+    return model_list(services.catalog, workers)
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)

@@ -75,20 +75,51 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
+class ModelPlacement(BaseModel):
+    """Where a model is loaded now (from the workers' published state)."""
+
+    worker: str
+    host: str
+    device: str
+    memory_bytes: int | None  # weights held there (None: the worker does not say)
+
+
 class ModelView(BaseModel):
+    # OpenAI's model object (its SDK reads these four) ...
     id: str
-    object: str
+    object: str = "model"
     created: int
     owned_by: str
+    # ... and ours.
     name: str
     family: str
+    source_kind: str  # folder | single-file | hub
     default_width: int
     default_height: int
+    default_scheduler: str
+    dtype: str | None
     default: bool
     loaded: bool
     tasks: list[str]
+    revision: str
+    aliases: list[str]
+    loaded_on: list[ModelPlacement]
+
+
+class RolloutView(BaseModel):
+    alias: str
+    versions: dict[str, float]  # model -> share (sums to 1)
+    sticky: bool
+
+
+class RouteView(BaseModel):
+    name: str
+    to: str
+    conditions: dict[str, object]
 
 
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelView]
+    rollouts: list[RolloutView] = []
+    routes: list[RouteView] = []

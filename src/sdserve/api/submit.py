@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
+from sdserve.api.model_choice import choice_fields, choose_model
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.domain import limits
@@ -59,7 +60,7 @@ def model_for_task(req_model: str | None, task: Task, services: Services) -> Mod
         raise InvalidRequest.single(
             "model", "no upscaler model is installed (put one in the models folder)"
         )
-    info = catalog.get(name)
+    info = catalog.choose(name).info if name is not None else catalog.default
     if task.value not in info.tasks:
         raise InvalidRequest.single(
             "model",
@@ -196,7 +197,11 @@ async def decode_inputs(
 
 
 async def prepare(
-    services: Services, req: GenerateRequest, uploads: Uploads | None, owner: str | None
+    services: Services,
+    req: GenerateRequest,
+    uploads: Uploads | None,
+    owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[JobSpec, list[DecodedInput]]:
     """Validate and resolve a request into its JobSpec; the decoded inputs still need
     ``inputs.persist`` before the job is enqueued."""
@@ -209,11 +214,13 @@ async def prepare(
         update={k: "<upload>" for k in uploads.files if getattr(req, k) is None}
     )
     check_task_fields(with_uploads)
-    info = model_for_task(req.model, req.task, services)
+    choice = choose_model(services, req, key_id)
+    info = choice.info
     image, mask = await decode_inputs(services, req, uploads, owner)
     spec = resolve_spec(req, info, services.settings, image.size if image else None)
     spec = spec.model_copy(
         update={"image": image.id if image else None, "mask": mask.id if mask else None}
+        | choice_fields(choice, req)
     )
     return spec, [d for d in (image, mask) if d is not None]
 
@@ -228,7 +235,7 @@ async def submit(
     owner: str | None,
     key_id: str | None = None,
 ) -> tuple[Job, bool]:
-    spec, decoded = await prepare(services, req, uploads, owner)
+    spec, decoded = await prepare(services, req, uploads, owner, key_id)
     spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
     await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)

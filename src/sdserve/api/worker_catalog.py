@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import fields
+from typing import Any
 
 from sdserve.domain.errors import NotReady
 from sdserve.engine.base import ModelInfo
@@ -31,7 +32,9 @@ def merge_states(states: list[WorkerState], preferred: str) -> Catalog | None:
     for state in sorted(states, key=lambda s: s.id):
         for raw in state.catalog:
             try:
-                info = ModelInfo(**{k: v for k, v in raw.items() if k in _INFO_FIELDS})
+                values = {k: v for k, v in raw.items() if k in _INFO_FIELDS}
+                values["aliases"] = tuple(values.get("aliases", ()))  # JSON made it a list
+                info = ModelInfo(**values)
             except TypeError:
                 continue  # a newer or older worker's shape: skip, do not fail
             by_name.setdefault(info.name, info)
@@ -49,32 +52,34 @@ def merge_states(states: list[WorkerState], preferred: str) -> Catalog | None:
 
 
 class WorkerCatalog(Catalog):
+    """Catalog's reading methods (get, choose, route, aliases, ...) work on ``_state``,
+    which here is the latest snapshot merged from the workers' states."""
+
     def __init__(self, registry: WorkerRegistry, preferred_default: str = "") -> None:
         self.registry = registry
         self.preferred = preferred_default
         self._current: Catalog | None = None
+        self._builder = None
+        self.reload_on_miss = False  # the refresh thread follows the workers instead
+        self._lock = threading.Lock()
+        self._last_reload = 0.0
+        self.generation = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-catalog", daemon=True)
         self.refresh()
         self._thread.start()
 
-    # Catalog's interface, answered from the latest snapshot.
     @property
-    def default(self) -> ModelInfo:
-        return self._snapshot().default
+    def _state(self) -> Any:
+        return self._snapshot()._state
 
-    @default.setter
-    def default(self, value: ModelInfo) -> None:  # pragma: no cover - never set here
-        raise AttributeError("the worker catalog's default comes from the workers")
-
-    def names(self) -> list[str]:
-        return self._snapshot().names()
+    @_state.setter
+    def _state(self, value: Any) -> None:  # pragma: no cover - never reloaded in place
+        raise AttributeError("the worker catalog follows the workers' registry entries")
 
     def all(self) -> list[ModelInfo]:
-        return self._current.all() if self._current is not None else []
-
-    def get(self, name: str | None) -> ModelInfo:
-        return self._snapshot().get(name)
+        current = self._current
+        return current.all() if current is not None else []
 
     def refresh(self) -> None:
         try:
@@ -84,6 +89,7 @@ class WorkerCatalog(Catalog):
             return
         if merged is not None:
             self._current = merged
+            self.generation += 1
 
     def close(self) -> None:
         self._stop.set()

@@ -15,13 +15,13 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.inputs import DecodedInput
+from sdserve.api.model_choice import choice_fields, choose_model
 from sdserve.api.services import Services
 from sdserve.api.submit import (
     Uploads,
     check_callback,
     check_idempotency_key,
     check_task_fields,
-    model_for_task,
     resolve_spec,
     seal_callback,
 )
@@ -92,7 +92,9 @@ async def resolve(
             check_task_fields(
                 checked, image_given=source in (StepInput.previous, StepInput.original)
             )
-            info = model_for_task(step.model, step.task, services)
+            as_step = step.model_copy(update={"priority": req.priority})
+            choice = choose_model(services, as_step, None)
+            info = choice.info
             image: DecodedInput | None = None
             if source is StepInput.given:
                 raw_own = inputs.raw_input("image", step.image, step.image_id, None, max_bytes)
@@ -110,8 +112,8 @@ async def resolve(
             if raw_mask is not None and in_size is not None:
                 mask = await inputs.decode(services, raw_mask, tenant=owner, mask_size=in_size)
                 decoded.append(mask)
-            as_step = step.model_copy(update={"priority": req.priority})
             spec = resolve_spec(as_step, info, services.settings, in_size)
+            spec = spec.model_copy(update=choice_fields(choice, as_step))
             if index < last and spec.num_images != 1:
                 raise InvalidRequest.single(
                     "num_images", "only the last step may make more than one image", 1

@@ -44,6 +44,8 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "lms",
 )
 
+# SDXL micro-conditioning sides (original_size, target_size, crop offsets).
+MAX_SDXL_COND = 8192
 # LoRA adapters per request and their scale (1 = as trained; negative subtracts).
 MAX_LORAS = 5
 MIN_LORA_SCALE = -4.0

@@ -237,6 +237,10 @@ class DiffusersEngine:
         """Each model in memory, its tier (device / host RAM) and its weight bytes."""
         return self._models.residents()
 
+    def model_memory(self) -> dict[str, int]:
+        """Bytes of weights each loaded model holds (for the worker's state)."""
+        return {r.name: r.nbytes for r in self.residents() if r.tier == "device"}
+
     def models(self) -> list[ModelInfo]:
         loaded = set(self.loaded_models())
         return [replace(m, loaded=m.name in loaded) for m in self.catalog.all()]
@@ -388,6 +392,7 @@ class DiffusersEngine:
         else:
             originals = [conform(it.image, size) for it in rows if it.image is not None]
             kwargs |= {"image": originals, "strength": req.strength}
+        kwargs |= sdxl_conditioning(model.info, req)
         if req.task == "inpaint":
             masks = [
                 blur_mask(conform(it.mask, size, "L"), req.mask_blur)
@@ -408,6 +413,14 @@ class DiffusersEngine:
         if req.task == "inpaint" and req.keep_unmasked:
             images = [keep_unmasked(*t) for t in zip(images, originals, masks, strict=True)]
         return images
+
+
+def sdxl_conditioning(info: ModelInfo, req: BatchRequest) -> dict[str, Any]:
+    """SDXL's size micro-conditioning, only the values the request set."""
+    if info.family != "sdxl":
+        return {}
+    names = ("original_size", "target_size", "crops_coords_top_left")
+    return {n: tuple(getattr(req, n)) for n in names if getattr(req, n) is not None}
 
 
 def _target_device(settings: Settings) -> torch.device:

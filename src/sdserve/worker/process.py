@@ -18,6 +18,7 @@ from sdserve.domain.errors import ModelLoadError
 from sdserve.engine.base import GenerationEngine
 from sdserve.engine.catalog import Catalog
 from sdserve.engine.process_env import prepare_engine_env
+from sdserve.models.reload import install_sighup
 from sdserve.observability.cache_metrics import CacheMetrics
 from sdserve.observability.prom import WorkerMetrics
 from sdserve.observability.worker_http import WorkerHttp
@@ -30,6 +31,7 @@ from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker, WorkerConfig, new_worker_id
 from sdserve.worker.moderation import build_moderation
 from sdserve.worker.registry import WorkerState, build_registry, published_models
+from sdserve.worker.state_publisher import publish
 
 log = logging.getLogger("sdserve.worker")
 _PUBLISH_EVERY_S = 2.0
@@ -75,6 +77,7 @@ def build_engine(
     from sdserve.engine.pipelines import DiffusersEngine
 
     catalog = build_catalog(settings)
+    catalog.reload_on_miss = True  # a job for a model added since we started finds it
     engine = DiffusersEngine(
         settings, catalog, max_loaded=settings.max_loaded_models, metrics=cache_metrics
     )
@@ -146,9 +149,9 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
             if embedded and os.getppid() != parent:
                 log.error("parent process is gone; stopping")
                 os._exit(1)
-            state.models_loaded = engine.loaded_models()
+            state.catalog = published_models(catalog)  # SIGHUP may have reloaded it
             try:
-                registry.publish(state)
+                publish(registry, state, engine)
             except Exception:  # the store is away: try again next round
                 log.exception("publishing the worker state failed")
             stop.wait(_PUBLISH_EVERY_S)
@@ -160,6 +163,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         # Loading comes before the loop: only a worker past it can be stuck in it.
         alive=lambda: not (state.ready and worker.stuck(_STUCK_S)),
     )
+    install_sighup(catalog)
     threading.Thread(target=publish_forever, name="registry", daemon=True).start()
 
     try:
@@ -184,8 +188,7 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
         worker.moderation = moderation
         state.ready = True
         metrics.ready.set(1)
-        state.models_loaded = engine.loaded_models()
-        _starting(stop, "publishing readiness", lambda: registry.publish(state))
+        _starting(stop, "publishing readiness", lambda: publish(registry, state, engine))
         log.info("worker %s ready", state.id)
         worker.run(stop)
     finally:

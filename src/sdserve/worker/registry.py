@@ -37,6 +37,8 @@ class WorkerState:
     # What the worker can serve (api/worker_catalog.py builds the API's catalog from it).
     catalog: list[dict[str, Any]] = field(default_factory=list)
     default_model: str = ""
+    # Bytes of weights each loaded model holds on this worker (engine/footprint.py).
+    models_memory: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerRegistry(Protocol):
