@@ -72,9 +72,17 @@ def services_of(request: Request) -> Services:
     return services
 
 
+def _local_models(settings: Settings) -> bool:
+    """Models configured on this machine (a model, a registry file or a models folder):
+    the API reads their configs (never weights) and reloads them on SIGHUP."""
+    return bool(
+        settings.model or settings.model_registry or settings.resolved_models_dir.is_dir()
+    )
+
+
 def build_services(settings: Settings, worker_catalog: bool = False) -> Services:
-    """``worker_catalog``: the models come from the live workers' registry entries
-    (`sdserve api`: no model, no models folder on this machine)."""
+    """``worker_catalog``: with no models configured on this machine, the models come
+    from the live workers' registry entries (`sdserve api` needs no models folder)."""
     from sdserve.queue.factory import build_queue, build_wakeups
     from sdserve.security.audit_factory import build_audit
     from sdserve.security.factory import build_keystore
@@ -89,7 +97,7 @@ def build_services(settings: Settings, worker_catalog: bool = False) -> Services
     server_key = load_server_key(settings)  # first: a missing key fails before any connect
     registry = build_registry(settings)
     catalog: Catalog
-    if worker_catalog:
+    if worker_catalog and not _local_models(settings):
         from sdserve.api.worker_catalog import WorkerCatalog
 
         catalog = WorkerCatalog(registry, settings.model)
