@@ -75,9 +75,7 @@ def services_of(request: Request) -> Services:
 def _local_models(settings: Settings) -> bool:
     """Models configured on this machine (a model, a registry file or a models folder):
     the API reads their configs (never weights) and reloads them on SIGHUP."""
-    return bool(
-        settings.model or settings.model_registry or settings.resolved_models_dir.is_dir()
-    )
+    return bool(settings.model or settings.model_registry or settings.resolved_models_dir.is_dir())
 
 
 def build_services(settings: Settings, worker_catalog: bool = False) -> Services:
