@@ -87,6 +87,8 @@ def strip(images: list[tuple[str, Image.Image]]) -> Image.Image:
             im = im.resize((side, side), Image.Resampling.NEAREST)
         x = pad + i * (side + pad)
         out.paste(im.convert("RGB"), (x, label))
+        # an outline, so the mask's white half shows against the page
+        draw.rectangle((x - 1, label - 1, x + side, label + side), outline="gray")
         draw.text((x, 3), title, fill="black")
     return out
 
