@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sdserve.cli_audit import audit_app
 from sdserve.cli_keys import keys_app, tenants_app
 
 if TYPE_CHECKING:
@@ -22,17 +23,19 @@ jobs_app = typer.Typer(help="Inspect the job store (operators).", no_args_is_hel
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(audit_app, name="audit")
 
 
 def _settings(**overrides: object) -> Settings:
-    from sdserve.config import Settings
 
     # Command-line options win over the environment; pass them on as env so that
     # child processes (workers) see the same values.
     for key, value in overrides.items():
         if value is not None:
             os.environ[f"SDSERVE_{key.upper()}"] = str(value)
-    return Settings()
+    from sdserve.startup import load_settings
+
+    return load_settings()  # an invalid setting: one line, exit 2
 
 
 _INSECURE = typer.Option(
@@ -67,11 +70,13 @@ def serve(
 ) -> None:
     """Run the embedded service: API + supervised workers, SQLite + local files."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_or_exit
     from sdserve.supervisor import serve as run_serve
 
     settings = _settings(host=host, port=port, data_dir=data_dir, model=model, workers=workers)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_or_exit(settings)
     run_serve(settings)
 
 
@@ -86,11 +91,13 @@ def api(
 ) -> None:
     """Run only the API; workers run separately as `sdserve worker`."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_or_exit
     from sdserve.supervisor import api_only
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     _refuse_open_exposure(settings, insecure)
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_or_exit(settings)
     api_only(settings)
 
 
@@ -102,10 +109,12 @@ def worker(
 ) -> None:
     """Run one GPU worker that drains the configured queue."""
     from sdserve.observability.logs import configure_logging
+    from sdserve.startup import check_worker_or_exit
     from sdserve.supervisor import worker_main
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
+    check_worker_or_exit(settings)
     worker_main(settings, embedded)
 
 
@@ -126,9 +135,17 @@ def generate(
     api_key: Annotated[
         str | None, typer.Option(envvar="SDSERVE_API_KEY", help="API key (sk-...)")
     ] = None,
+    progress: Annotated[
+        bool, typer.Option(help="Show the queue position, then the steps, on stderr")
+    ] = True,
+    wait_timeout: Annotated[float, typer.Option(help="Seconds to wait for the job")] = 600.0,
 ) -> None:
-    """Ask a running service for images and save them (client side, no torch)."""
-    from sdserve.client import ApiError, Client
+    """Ask a running service for images and save them (client side, no torch): shows
+    the queue position, then the steps, and prints each file with its seed."""
+    import sys
+
+    from sdserve.client import Client, SdserveClientError
+    from sdserve.client.progress import ProgressLine
 
     params = {
         "seed": seed,
@@ -139,20 +156,30 @@ def generate(
         "scheduler": scheduler,
         "model": model,
     }
-    body = {k: v for k, v in params.items() if v is not None}
+    body: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    bar = ProgressLine(sys.stderr) if progress else None
     try:
         with Client(url, api_key=api_key) as client:
-            result = client.generate(prompt, **body)
-    except ApiError as exc:
+            job = client.submit(prompt, **body)
+            try:
+                done = client.wait(job["id"], timeout=wait_timeout, on_update=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if done["status"] != "succeeded":
+                err = done.get("error") or {}
+                typer.echo(f"error: job {done['status']}: {err.get('message', '')}", err=True)
+                raise typer.Exit(1)
+            out.mkdir(parents=True, exist_ok=True)
+            fmt = done["parameters"]["output_format"]
+            for image in done["result"]["images"]:
+                path = out / f"{done['id']}-{image['seed']}.{fmt}"
+                path.write_bytes(client.image(image["url"]))
+                typer.echo(f"{path}\tseed {image['seed']}")
+    except SdserveClientError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    fmt = result["parameters"]["output_format"]
-    for data, image_seed in zip(result["image_bytes"], result["seeds"], strict=True):
-        path = out / f"{result['job_id']}-{image_seed}.{fmt}"
-        path.write_bytes(data)
-        typer.echo(str(path))
-    for warning in result["warnings"]:
+    for warning in done["result"]["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
 
 
@@ -192,10 +219,16 @@ def list_models() -> None:
     catalog = build_catalog(_settings())
     for info in catalog.all():
         mark = "*" if info.name == catalog.default.name else " "
+        aliases = f"\t(aliases: {', '.join(info.aliases)})" if info.aliases else ""
         typer.echo(
             f"{mark} {info.name}\t{info.family}\t{info.default_width}x"
-            f"{info.default_height}\t{info.source}"
+            f"{info.default_height}\t{info.revision or '-'}\t{info.source}{aliases}"
         )
+    for rollout in catalog.rollouts().values():
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in rollout.shares().items())
+        typer.echo(f"  rollout {rollout.alias}: {shares}")
+    for rule in catalog.rules:
+        typer.echo(f"  route {rule.name} -> {rule.to}")
 
 
 @jobs_app.command("stats")

@@ -38,15 +38,32 @@ def _store() -> Iterator[KeyStore]:
         store.close()
 
 
-def _run(fn: Callable[[], T]) -> T:
-    """``fn()``, a refusal (unknown id, last admin key, bad name) as one line, exit 1."""
+def _run(fn: Callable[[], T], audit: tuple[str, str, str | None] | None = None) -> T:
+    """``fn()``, a refusal (unknown id, last admin key, bad name) as one line, exit 1.
+    ``audit``: (action, target, tenant) to record in the audit log, done or refused."""
     from sdserve.domain.errors import SdserveError
 
     try:
-        return fn()
+        out = fn()
     except SdserveError as exc:
+        if audit is not None:
+            _audit(*audit, outcome=exc.type)
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
+    if audit is not None:
+        _audit(*audit)
+    return out
+
+
+def _audit(action: str, target: str, tenant: str | None, outcome: str = "ok") -> None:
+    from sdserve.cli import _settings
+    from sdserve.security.audit_factory import build_audit
+
+    log = build_audit(_settings())
+    try:
+        log.append(action, target, actor="cli", tenant=tenant, outcome=outcome)
+    finally:
+        log.close()
 
 
 def _describe(record: ApiKey, now: float) -> str:
@@ -82,7 +99,12 @@ def create(
     """A new key; printed once (stdout), only its hash is kept."""
     with _store() as store:
         expires_at = time.time() + expires_in if expires_in is not None else None
-        _issue(_run(lambda: store.create(tenant, role, name=name, expires_at=expires_at)))
+        _issue(
+            _run(
+                lambda: store.create(tenant, role, name=name, expires_at=expires_at),
+                audit=("key.create", tenant, tenant),
+            )
+        )
 
 
 @keys_app.command("list")
@@ -100,7 +122,9 @@ def list_keys(
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (sk-<id>-...)")]) -> None:
     """Stop a key at once (its next request gets 401)."""
     with _store() as store:
-        record = _run(lambda: store.revoke(key_id))
+        known = store.get(key_id)
+        tenant = known.tenant if known is not None else None
+        record = _run(lambda: store.revoke(key_id), audit=("key.revoke", key_id[:64], tenant))
         typer.echo(f"revoked {_describe(record, time.time())}")
 
 
@@ -111,7 +135,12 @@ def rotate(
 ) -> None:
     """A new key (same tenant, role, name); the old one works for the overlap, then 401s."""
     with _store() as store:
-        issued = _run(lambda: store.rotate(key_id, overlap_seconds))
+        known = store.get(key_id)
+        tenant = known.tenant if known is not None else None
+        issued = _run(
+            lambda: store.rotate(key_id, overlap_seconds),
+            audit=("key.rotate", key_id[:64], tenant),
+        )
         _issue(issued)
         typer.echo(f"{key_id} stops working at {_when(time.time() + overlap_seconds)}", err=True)
 
@@ -144,13 +173,45 @@ def webhook_secret(
 
     with _store() as store:
         if clear:
-            _run(lambda: store.set_webhook_secret(tenant, None))
+            _run(
+                lambda: store.set_webhook_secret(tenant, None),
+                audit=("tenant.webhook_secret.clear", tenant, tenant),
+            )
             typer.echo(f"{tenant}: webhooks signed with the deployment's secret")
             return
         value = _run(lambda: check_tenant_secret(secret, "--secret")) if secret else None
         value = value or generate_secret()
         sealer = _run(lambda: load_server_key(_settings())).sealer
         sealed = sealer.seal(value, WEBHOOK_SECRET_PURPOSE)
-        _run(lambda: store.set_webhook_secret(tenant, sealed))
+        _run(
+            lambda: store.set_webhook_secret(tenant, sealed),
+            audit=("tenant.webhook_secret.set", tenant, tenant),
+        )
         typer.echo(value)
         typer.echo(f"{tenant}: webhooks signed with the secret above from now on", err=True)
+
+
+@tenants_app.command("erase")
+def erase(
+    tenant: Annotated[str, typer.Argument(help="The tenant whose data to delete")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone")] = False,
+) -> None:
+    """Erasure request: cancel the tenant's work, delete its jobs, workflows, inputs and
+    images (audited; its keys stay)."""
+    from sdserve.api.services import build_services
+    from sdserve.cli import _settings
+    from sdserve.security.retention import erase_tenant
+
+    if not yes:
+        typer.echo(f"error: erasing {tenant!r} deletes all its data; pass --yes", err=True)
+        raise typer.Exit(2)
+    services = _run(lambda: build_services(_settings()))
+    try:
+        done = _run(lambda: erase_tenant(services, tenant, "cli"))
+    finally:
+        services.close()
+    typer.echo(
+        f"{tenant}: {done.jobs} jobs, {done.workflows} workflows, {done.images} images "
+        f"deleted; {done.canceled} canceled"
+        + (f"; {done.still_running} still stopping: erase again" if done.still_running else "")
+    )

@@ -22,7 +22,19 @@ class Settings(BaseSettings):
         "", description="Prefix for image/job links in responses; empty = relative links."
     )
     log_level: str = Field("INFO", description="Log level.")
-    log_json: bool = Field(False, description="Emit logs as JSON lines.")
+    log_json: bool = Field(False, description="Emit logs as JSON lines (as log_format=json).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or JSON with request id, job id and tenant."
+    )
+    ssl_certfile: Path | None = Field(
+        None, description="TLS certificate (PEM) for the API; with ssl_keyfile, serves HTTPS."
+    )
+    ssl_keyfile: Path | None = Field(None, description="TLS private key (PEM) for the API.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS "
+        "(e.g. `https://app.example.com`); empty = CORS off.",
+    )
 
     # --- security ---
     auth: Literal["on", "off"] = Field(
@@ -44,6 +56,12 @@ class Settings(BaseSettings):
     )
     models_dir: Path | None = Field(
         None, description="Folder of extra models (default: <data_dir>/models)."
+    )
+    model_registry: Path | None = Field(
+        None,
+        description="Registry file (TOML): models, aliases, A/B rollouts, routing rules "
+        "(default: <models_dir>/registry.toml when present). Reloaded by SIGHUP or "
+        "POST /v1/admin/models/reload.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
@@ -80,6 +98,38 @@ class Settings(BaseSettings):
         "are cut into overlapping tiles blended back together, so memory stays bounded.",
     )
     max_loaded_models: int = Field(1, ge=1, description="Models a worker keeps loaded (LRU).")
+    model_memory_budget_bytes: int = Field(
+        0,
+        ge=0,
+        description="Weight bytes a worker's loaded models may hold where they compute (GPU "
+        "memory on CUDA, RAM on CPU); LRU models leave beyond it. 0 = auto (75% of the "
+        "GPU, 50% of RAM on CPU).",
+    )
+    model_ram_tier_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Host RAM for models evicted from the GPU, brought back without a disk "
+        "load (LRU beyond it leave memory). Unset = 50% of RAM; 0 = off; none on CPU.",
+    )
+    loras_dir: Path | None = Field(
+        None, description="Folder of LoRA adapters, .safetensors files (default: <data_dir>/loras)."
+    )
+    max_loaded_loras: int = Field(
+        8, ge=1, description="LoRA adapters a loaded model keeps attached (LRU)."
+    )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port where a worker serves its Prometheus cache metrics (model loads, "
+        "evictions, LoRA, result-cache hits); 0 = off. One port per worker process.",
+    )
+    result_cache_ttl_seconds: float = Field(
+        0,
+        ge=0,
+        description="Answer an exact repeat (same tenant, model, adapters, parameters, "
+        "seed and inputs) from its stored images for this long; 0 = off.",
+    )
     torch_threads: int = Field(
         0, ge=0, description="CPU threads for torch in a worker (0 = torch's default)."
     )
@@ -230,8 +280,56 @@ class Settings(BaseSettings):
         "hold",
         description="A flagged image: hold the job for review, or reject (fail) it.",
     )
+    safety_record_prompts: bool = Field(
+        False,
+        description="Keep the text of refused prompts in the safety record (default: only "
+        "a SHA-256 and the length, for retention policies that forbid keeping them).",
+    )
 
-    @field_validator("webhook_allowlist", mode="before")
+    # --- quotas (security/ratelimit.py; "N/second|minute|hour|day", empty = unlimited) ---
+    quota_requests: str = Field(
+        "", description="Generation requests per API key, e.g. '60/minute' (empty: no limit)."
+    )
+    quota_images: str = Field(
+        "", description="Images generated per API key, e.g. '1000/day' (empty: no limit)."
+    )
+    quota_max_queued: int = Field(
+        0, ge=0, description="Jobs a tenant may have queued or running at once (0: no limit)."
+    )
+    quota_max_pixels: int = Field(
+        0, ge=0, description="Largest width*height a key may ask for (0: only max_pixels)."
+    )
+    quota_max_steps: int = Field(
+        0, ge=0, description="Most inference steps a key may ask for (0: no extra limit)."
+    )
+    quota_overrides: dict[str, dict[str, str | int]] = Field(
+        default_factory=dict,
+        description='Per tenant or key quotas over the defaults, JSON: {"tenant:acme": '
+        '{"requests": "600/minute", "max_queued": 20}, "key:<id>": {"images": "10/day"}}.',
+    )
+
+    # --- retention (security/retention.py; 0 = keep forever) ---
+    retention_audit_seconds: int = Field(
+        0, ge=0, description="Audit entries older than this are pruned by the sweeper (0: kept)."
+    )
+    retention_prompts_seconds: int = Field(
+        0, ge=0, description="Prompts of finished jobs are blanked after this (0: kept)."
+    )
+    retention_jobs_seconds: int = Field(
+        0,
+        ge=0,
+        description="Finished jobs are deleted after this, with their images and inputs (0: kept).",
+    )
+    retention_overrides: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='Per-tenant TTLs over the defaults, JSON: {"acme": {"jobs": 86400, '
+        '"prompts": 3600}} (0: kept).',
+    )
+    retention_sweep_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the API process runs the retention sweeper."
+    )
+
+    @field_validator("webhook_allowlist", "cors_origins", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -255,6 +353,10 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def json_logs(self) -> bool:
+        return self.log_json or self.log_format == "json"
+
     # --- derived paths ---
     @property
     def resolved_database_path(self) -> Path:
@@ -267,6 +369,10 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def resolved_loras_dir(self) -> Path:
+        return self.loras_dir or self.data_dir / "loras"
 
     @property
     def run_dir(self) -> Path:

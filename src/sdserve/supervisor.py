@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from sdserve.config import Settings
+from sdserve.startup import WORKER_BROKEN_MODEL
 
 if TYPE_CHECKING:
     from sdserve.api.services import Services
@@ -107,6 +109,10 @@ class WorkerSupervisor:
             for i, proc in enumerate(self.procs):
                 if proc is None or proc.poll() is None or self._stop.is_set():
                     continue
+                if proc.returncode == WORKER_BROKEN_MODEL:  # restarting cannot fix a file
+                    log.error("worker %d: its model is broken (see above); not restarting", i)
+                    self.procs[i] = None
+                    continue
                 delay = _RESTART_BACKOFF_S[min(self.restarts[i], len(_RESTART_BACKOFF_S) - 1)]
                 log.error(
                     "worker %d exited with %s; restarting in %.0fs", i, proc.returncode, delay
@@ -115,6 +121,12 @@ class WorkerSupervisor:
                 if self._stop.wait(delay):
                     return
                 self._spawn(i)
+
+    def send(self, sig: int) -> None:
+        """Pass a signal on to every live worker (SIGHUP: reload the model registry)."""
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM: workers finish their batch; past the grace period, SIGKILL (their
@@ -158,7 +170,7 @@ def _build_services(settings: Settings) -> Services:
 
 def serve(settings: Settings) -> None:
     _require_shared_backend(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock = acquire_data_dir(settings)
     ensure_default_model(settings)
     services = _build_services(settings)
@@ -173,7 +185,7 @@ def serve(settings: Settings) -> None:
     supervisor = WorkerSupervisor(settings)
     supervisor.start()
     try:
-        _run_api(settings, services)
+        _run_api(settings, services, forward_hup=lambda: supervisor.send(signal.SIGHUP))
     finally:
         supervisor.stop()
         lock.close()
@@ -186,10 +198,16 @@ def api_only(settings: Settings) -> None:
     _run_api(settings, _build_services(settings))
 
 
-def _run_api(settings: Settings, services: Services) -> None:
+def _run_api(
+    settings: Settings, services: Services, forward_hup: Callable[[], None] | None = None
+) -> None:
     import uvicorn
 
     from sdserve.api.app import create_app
+    from sdserve.models.reload import install_sighup
+
+    install_sighup(services.catalog, forward_hup)  # reload models without a restart
+    from sdserve.api.edge import uvicorn_tls
 
     uvicorn.run(
         create_app(services),
@@ -198,6 +216,7 @@ def _run_api(settings: Settings, services: Services) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,
+        **uvicorn_tls(settings),  # type: ignore[arg-type]
     )
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from sdserve.config import Settings
 from sdserve.engine.base import ModelInfo
 from sdserve.engine.catalog import Catalog, describe
+from sdserve.models.registry import build_catalog_from, reloadable
+from sdserve.models.revision import RevisionCache
 from sdserve.storage.base import BlobStore
 from sdserve.storage.factory import build_blobs as _build_blobs
 
@@ -54,7 +56,22 @@ def build_catalog(settings: Settings) -> Catalog:
         for name, path in PACKAGED_COMPANIONS.items()
         if (path / "model_index.json").exists()
     ]
-    return Catalog.scan(default_model(settings), settings.resolved_models_dir, builtin)
+    registry = settings.model_registry or settings.resolved_models_dir / "registry.toml"
+    path = registry if settings.model_registry or registry.is_file() else None
+    revisions = settings.data_dir / "model-revisions.json"
+
+    def build() -> Catalog:
+        return build_catalog_from(
+            default_model(settings),
+            settings.resolved_models_dir,
+            builtin,
+            path,
+            RevisionCache(revisions),
+            settings.allow_hub_downloads,
+            settings.model,
+        )
+
+    return reloadable(build)
 
 
 def task_models(settings: Settings, catalog: Catalog) -> dict[str, str]:

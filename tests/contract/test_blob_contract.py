@@ -112,6 +112,20 @@ def test_delete_removes_and_is_idempotent(store: BlobStore) -> None:
     assert store.get(image_id(7)) == b"y", "delete removed another id"
 
 
+def test_delete_tenant_drops_that_tenant_only(store: BlobStore) -> None:
+    for i in range(3):
+        store.put(image_id(20 + i), b"a", tenant="acme")
+    store.put(image_id(30), b"b", tenant="acme2")  # a name that extends "acme"
+    store.put(image_id(31), b"c")
+    assert store.delete_tenant("acme") == 3
+    assert not store.exists(image_id(20), tenant="acme")
+    assert store.get(image_id(30), tenant="acme2") == b"b"
+    assert store.get(image_id(31)) == b"c"
+    assert store.delete_tenant("acme") == 0
+    store.put(image_id(20), b"again", tenant="acme")  # the tenant can store again
+    assert store.get(image_id(20), tenant="acme") == b"again"
+
+
 def test_ids_differing_only_in_format_are_distinct(store: BlobStore) -> None:
     store.put(image_id(8, "png"), b"png")
     store.put(image_id(8, "webp"), b"webp")

@@ -252,3 +252,19 @@ def test_tenant_settings(store: KeyStore) -> None:
         store.set_webhook_secret("Bad Name", "x")
     with pytest.raises(InvalidRequest):
         store.tenant("../etc")
+
+
+def test_prompt_threshold_beside_the_webhook_secret(stores: _Stores) -> None:
+    store = stores.make()
+    store.set_webhook_secret("acme", "sealed:abc", now=10.0)
+    store.set_prompt_threshold("acme", 0.4, now=11.0)
+    # A new instance on the same storage (memory has none beyond the instance).
+    again = (store if stores.name == "memory" else stores.make()).tenant("acme")
+    assert again is not None and again.prompt_threshold == 0.4
+    assert again.webhook_secret == "sealed:abc" and again.updated_at == 11.0
+    store.set_webhook_secret("acme", None, now=12.0)
+    kept = store.tenant("acme")
+    assert kept is not None and kept.prompt_threshold == 0.4 and kept.webhook_secret is None
+    store.set_prompt_threshold("acme", None)
+    cleared = store.tenant("acme")
+    assert cleared is not None and cleared.prompt_threshold is None

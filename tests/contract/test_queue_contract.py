@@ -818,3 +818,129 @@ def test_workflow_idempotency(queue: JobQueue) -> None:
             NewWorkflow(steps=_steps(), idempotency_key="k", request_hash="x", owner="o")
         )
     assert len(queue.list_jobs(ListFilter()).jobs) == 1
+
+
+# --- retention: purge ---
+
+
+def _finished(q: JobQueue, at: float, owner: str | None, **kw: Any) -> str:
+    job_id = add(q, at=at, owner=owner, **kw)
+    (claimed,) = q.claim_batch("w1", 4, LEASE, now=at).jobs
+    assert claimed.id == job_id and q.complete(job_id, "w1", result(), now=at + 1)
+    return job_id
+
+
+def test_purge_removes_only_finished_selected_jobs_with_their_traces(queue: JobQueue) -> None:
+    old = _finished(queue, T0, "acme", callback_url="https://example.com/h", idempotency_key="k")
+    other = _finished(queue, T0 + 2, "beta")
+    late = add(queue, at=T0 + 3, owner="acme")
+    queue.cancel(late, now=T0 + 20)
+    waiting = add(queue, at=T0 + 4, owner="acme")
+    running = add(queue, at=T0 + 5, owner="acme", priority=Priority.high)
+    assert claim(queue, T0 + 6, max_images=1) == [running]
+    (entry,) = queue.outbox_due(now=T0 + 10)
+    assert entry.job_id == old
+
+    from sdserve.queue.purge import PurgeFilter
+
+    gone = queue.purge(PurgeFilter(owners=("acme",), finished_before=T0 + 15))
+    assert [j.id for j in gone.jobs] == [old] and not gone.more
+    assert gone.jobs[0].result is not None  # as it was: the caller deletes its images
+    assert queue.get(old) is None and queue.outbox_get(entry.id) is None
+    assert queue.outbox_due(now=T0 + 10) == []
+    # Its idempotency key is free again (the job it named is gone).
+    again, created = queue.enqueue(
+        NewJob(spec=spec(), owner="acme", idempotency_key="k"), now=T0 + 30
+    )
+    assert created and again.id != old
+    assert {j.id for j in queue.list_jobs(ListFilter(owner="acme", limit=50)).jobs} == {
+        late,
+        waiting,
+        running,
+        again.id,
+    }
+    # No cutoff: every finished acme job, never a queued or running one.
+    assert [j.id for j in queue.purge(PurgeFilter(owners=("acme",))).jobs] == [late]
+    assert fetch(queue, waiting).status is JobStatus.queued
+    assert fetch(queue, running).status is JobStatus.running
+    assert fetch(queue, other).status is JobStatus.succeeded
+    assert queue.purge(PurgeFilter(owners=("acme",))).jobs == []
+
+
+def test_purge_redacts_prompts_and_pages_with_a_limit(queue: JobQueue) -> None:
+    from sdserve.queue.purge import REDACTED, PurgeFilter
+
+    ids = [_finished(queue, T0 + i * 10, None) for i in range(3)]
+    first = queue.purge(PurgeFilter(redact_prompts=True, limit=2))
+    assert [j.id for j in first.jobs] == ids[:2] and first.more
+    assert first.jobs[0].spec.prompt == "a cat"  # as it was
+    assert fetch(queue, ids[0]).spec.prompt == REDACTED
+    assert fetch(queue, ids[0]).result is not None  # the job and its result stay
+    rest = queue.purge(PurgeFilter(redact_prompts=True, limit=2))
+    assert [j.id for j in rest.jobs] == ids[2:] and not rest.more
+    assert queue.purge(PurgeFilter(redact_prompts=True)).jobs == []
+    assert [j.id for j in queue.purge(PurgeFilter(owners=(None,))).jobs] == ids
+
+
+def test_purge_removes_finished_workflows_and_their_steps(queue: JobQueue) -> None:
+    from sdserve.queue.purge import PurgeFilter
+
+    wf, _ = queue.enqueue_workflow(
+        NewWorkflow(steps=_steps(), owner="acme", idempotency_key="w"), now=T0
+    )
+    live, _ = queue.enqueue_workflow(NewWorkflow(steps=_steps(), owner="acme"), now=T0)
+    (step,) = queue.claim_batch("w1", 1, LEASE, now=T0 + 1).jobs  # the first workflow's
+    assert step.workflow_id == wf.id
+    assert queue.complete(step.id, "w1", _image_result("one"), now=T0 + 2)
+    queue.cancel_workflow(wf.id, now=T0 + 3)
+    out = queue.purge(PurgeFilter(owners=("acme",)))
+    assert out.workflows == [wf.id]
+    assert queue.get_workflow(wf.id) is None
+    assert queue.get_workflow(live.id) is not None  # still running: kept
+    assert step.id in {j.id for j in out.jobs}
+    again, created = queue.enqueue_workflow(
+        NewWorkflow(steps=_steps(), owner="acme", idempotency_key="w"), now=T0 + 9
+    )
+    assert created and again.id != wf.id
+
+
+HELD_ERR = JobError(type="held_for_review", message="an image was flagged: held for review")
+
+
+def test_held_for_review_then_approved_or_rejected(queue: JobQueue) -> None:
+    """running -> held (not terminal, no lease, one job.held event) -> a reviewer's
+    decision ends it: approved succeeded with the result, rejected failed."""
+    ok = add(queue, callback_url="https://example.com/ok")
+    bad = add(queue, T0 + 1, callback_url="https://example.com/bad")
+    claim(queue, T0 + 2)
+    withheld = JobResult(
+        images=[ImageRef(id="img.png", seed=42, withheld=True, safety="flagged")],
+        generation_time=1.0,
+        seed_used=42,
+    )
+    assert queue.hold(ok, "w2", withheld, HELD_ERR, now=T0 + 3) is False  # not its lease
+    for job_id in (ok, bad):
+        assert queue.hold(job_id, "w1", withheld, HELD_ERR, now=T0 + 3)
+        held = fetch(queue, job_id)
+        assert held.status is JobStatus.held and not held.status.terminal
+        assert held.lease_owner is None and held.result == withheld and held.error == HELD_ERR
+    assert queue.complete(ok, "w1", result(), now=T0 + 4) is False  # the lease is gone
+    assert queue.reclaim_expired(now=T0 + LEASE + 10) == []  # held never expires
+    page = queue.list_jobs(ListFilter(status=JobStatus.held))
+    assert {j.id for j in page.jobs} == {ok, bad}
+    events = {e.job_id: e.payload["event"] for e in queue.outbox_due(now=T0 + 5)}
+    assert events == {ok: "job.held", bad: "job.held"}
+    approved = queue.review(ok, True, result(), now=T0 + 6)
+    assert approved.status is JobStatus.succeeded and approved.result == result()
+    assert approved.error is None and approved.finished_at == T0 + 6
+    rejected_error = JobError(type="content_policy_violation", message="rejected on review")
+    rejected = queue.review(bad, False, withheld, rejected_error, now=T0 + 7)
+    assert rejected.status is JobStatus.failed and rejected.error == rejected_error
+    assert not rejected.dead_lettered
+    with pytest.raises(Conflict):
+        queue.review(ok, False, result(), rejected_error)
+    with pytest.raises(NotFound):
+        queue.review("job_missing", True, result())
+    events = [e.payload["event"] for e in queue.outbox_due(now=T0 + 100)]
+    assert sorted(events) == ["job.failed", "job.held", "job.held", "job.succeeded"]
+    assert queue.list_jobs(ListFilter(status=JobStatus.held)).jobs == []

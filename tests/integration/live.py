@@ -12,16 +12,21 @@ import httpx
 import uvicorn
 
 from sdserve.api.app import create_app
+from sdserve.api.edge import uvicorn_tls
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.engine.base import GenerationEngine
 from sdserve.queue.factory import build_queue
 from sdserve.queue.wakeups import LocalWakeupBus
+from sdserve.safety.decisions import ImageChecker
+from sdserve.safety.service import safety_of
+from sdserve.security.audit_factory import build_audit
 from sdserve.security.factory import build_keystore
 from sdserve.security.server_key import load_server_key
 from sdserve.webhooks.guard import AddressPolicy
 from sdserve.wiring import build_blobs, build_catalog
 from sdserve.worker.loop import Worker
+from sdserve.worker.moderation import build_moderation
 from sdserve.worker.process import worker_config
 from sdserve.worker.registry import MemoryRegistry, WorkerState
 
@@ -39,9 +44,22 @@ class LiveService:
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
-    def start_workers(self, engine: GenerationEngine, count: int = 1) -> None:
+    def start_workers(
+        self, engine: GenerationEngine, count: int = 1, checker: ImageChecker | None = None
+    ) -> None:
         engine.load()
         cfg = worker_config(self.services.settings)
+        s = self.services
+        safety = safety_of(s)  # shared with the API: one decision record, one registry
+        moderation = build_moderation(
+            s.settings,
+            s.blobs,
+            s.server_key,
+            s.catalog,
+            log=safety.log,
+            metrics=safety.metrics,
+            checker_for=(lambda _model: checker) if checker is not None else None,
+        )
         for i in range(count):
             worker = Worker(
                 self.services.queue,
@@ -50,6 +68,7 @@ class LiveService:
                 self.services.wakeups,
                 cfg,
                 image_key=self.services.server_key.image_key,
+                moderation=moderation,
             )
             state = WorkerState(id=worker.id, pid=i, ready=True, models_loaded=["tiny"])
             self.services.registry.publish(state)
@@ -94,11 +113,19 @@ def start_live(
         webhook_policy=AddressPolicy(settings.webhook_allowlist),
         webhook_secret=settings.webhook_secret,
         keys=build_keystore(settings),
+        audit=build_audit(settings),
         server_key=load_server_key(settings),
         clock=clock,
     )
     app = create_app(services, run_dispatcher=run_dispatcher)
-    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    tls = uvicorn_tls(settings)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=settings.port,
+        log_level="warning",
+        **tls,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -107,4 +134,5 @@ def start_live(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
-    return LiveService(f"http://127.0.0.1:{settings.port}", services, server, thread)
+    scheme = "https" if tls else "http"
+    return LiveService(f"{scheme}://127.0.0.1:{settings.port}", services, server, thread)

@@ -129,6 +129,7 @@ ROUTES = [
     Route("admin list jobs", "GET", "/v1/admin/jobs", Role.admin, 200),
     Route("admin read job", "GET", "/v1/admin/jobs/{job}", Role.admin, 200),
     Route("admin cancel job", "DELETE", "/v1/admin/jobs/{job}", Role.admin, 200),
+    Route("admin reload models", "POST", "/v1/admin/models/reload", Role.admin, 200),
     # --- public ---
     Route("healthz", "GET", "/healthz", None, 200),
     Route("readyz", "GET", "/readyz", None, 200),

@@ -41,11 +41,14 @@ from tests.redis_server import RedisServer
 def test_registry_is_shared_by_every_node(redis_url: str, redis_prefix: str) -> None:
     worker_side = RedisRegistry(connect(redis_url), redis_prefix)
     api_side = RedisRegistry(connect(redis_url), redis_prefix)  # another machine
-    worker_side.publish(WorkerState("gpu-1", 11, True, ["demo"], "cuda", host="node-a"))
+    worker_side.publish(
+        WorkerState("gpu-1", 11, True, ["demo"], "cuda", host="node-a", models_memory={"demo": 7})
+    )
     worker_side.publish(WorkerState("gpu-2", 12, False, device="cuda", host="node-b"))
     live = {s.id: s for s in api_side.live(READY_TTL_S)}
     assert set(live) == {"gpu-1", "gpu-2"}
     assert live["gpu-1"].models_loaded == ["demo"] and live["gpu-1"].host == "node-a"
+    assert live["gpu-1"].models_memory == {"demo": 7}  # what /v1/models shows per model
     assert [s.id for s in ready_workers(api_side)] == ["gpu-1"]
     worker_side.remove("gpu-1")
     assert [s.id for s in api_side.live(READY_TTL_S)] == ["gpu-2"]

@@ -12,19 +12,24 @@ from fastapi import FastAPI
 
 from sdserve import __version__
 from sdserve.api.body_limit import BodyLimitMiddleware
+from sdserve.api.compat import COMPAT_UPLOAD_PATHS, compat_routers
+from sdserve.api.edge import install_edge
 from sdserve.api.errors import install_error_handlers
 from sdserve.api.openapi_doc import hoist_schemas
 from sdserve.api.routes_admin import router as admin_router
 from sdserve.api.routes_events import router as events_router
 from sdserve.api.routes_native import router as native_router
+from sdserve.api.routes_safety import admin as safety_admin_router
+from sdserve.api.routes_safety import user as safety_user_router
 from sdserve.api.routes_workflows import router as workflows_router
 from sdserve.api.services import Services
 from sdserve.observability.metrics import MetricsMiddleware
+from sdserve.security import retention
 from sdserve.worker.registry import ready_workers
 
 log = logging.getLogger("sdserve.api")
 # Routes that take input images get their own body limit (max_upload_bytes).
-UPLOAD_PATHS = frozenset({"/v1/generate", "/v1/jobs", "/v1/workflows"})
+UPLOAD_PATHS = frozenset({"/v1/generate", "/v1/jobs", "/v1/workflows"} | COMPAT_UPLOAD_PATHS)
 
 
 def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
@@ -53,6 +58,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
                 resolver=resolver,
             )
             task = asyncio.create_task(dispatcher.run(stop))
+        sweeper = retention.start(services, stop)
         try:
             yield
         finally:
@@ -60,6 +66,9 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, timeout=5)
+            if sweeper is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(sweeper, timeout=5)
             services.close()
 
     app = FastAPI(
@@ -76,6 +85,10 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(events_router)
     app.include_router(workflows_router)
     app.include_router(admin_router)
+    app.include_router(safety_admin_router)
+    app.include_router(safety_user_router)
+    for compat_router in compat_routers():
+        app.include_router(compat_router)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=services.settings.max_body_bytes,
@@ -87,6 +100,7 @@ def create_app(services: Services, run_dispatcher: bool = True) -> FastAPI:
         lambda: len(ready_workers(services.registry)),
     )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    install_edge(app, services.settings)  # request ids, CORS: outermost
     return app
 
 

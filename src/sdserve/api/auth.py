@@ -10,6 +10,8 @@ not reveal that they exist.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.services import services_of
 from sdserve.domain.errors import Forbidden, Unauthorized
+from sdserve.observability import context as log_context
 from sdserve.security.keys import KeyState, Role
 
 # The value of WWW-Authenticate on every 401 (RFC 6750).
@@ -65,11 +68,29 @@ def _presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "basic" and value.strip():
+            return basic_password(value.strip())
         if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer sk-...'")
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer sk-...' "
+                "(or HTTP Basic with the key as the password)"
+            )
         return value.strip()
     key = request.headers.get("x-api-key")
     return key.strip() if key is not None else None
+
+
+def basic_password(token: str) -> str:
+    """HTTP Basic credentials carry the key as the password (AUTOMATIC1111 clients send
+    ``--api-auth user:password``); the user name is not checked."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthorized("malformed HTTP Basic credentials") from exc
+    _, sep, password = decoded.partition(":")
+    if not sep or not password:
+        raise Unauthorized("HTTP Basic credentials must carry the API key as the password")
+    return password
 
 
 async def current_principal(
@@ -96,6 +117,7 @@ async def current_principal(
             raise Unauthorized(f"API key {record.id} is {state.value}")
         principal = Principal(tenant=record.tenant, role=record.role, key_id=record.id)
     request.state.principal = principal
+    log_context.bind(tenant=principal.owner)  # on this request's log lines
     return principal
 
 

@@ -26,7 +26,6 @@ _MAX_FORM_FILES = 4
 
 class UnsupportedMediaType(SdserveError):
     type = "unsupported_media_type"
-    status = 415
 
 
 def invalid(exc: ValidationError) -> InvalidRequest:

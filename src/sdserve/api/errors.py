@@ -57,6 +57,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status >= 500:
             log.warning("request failed: %s: %s", exc.type, exc.message)
         headers = {"Retry-After": "1"} if exc.retryable else {}
+        headers.update(getattr(exc, "headers", None) or {})
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="sdserve"'
         return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)

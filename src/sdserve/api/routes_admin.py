@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from sdserve.api.audit_trail import audited
 from sdserve.api.auth import Admin
 from sdserve.api.routes_native import job_view
 from sdserve.api.services import Services, services_of
@@ -21,6 +22,8 @@ from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import Priority
 from sdserve.domain.tenants import checked_tenant
 from sdserve.queue.base import ListFilter
+from sdserve.security import retention
+from sdserve.security.audit import AuditQuery
 from sdserve.security.base import MAX_KEY_NAME, MAX_OVERLAP_SECONDS
 from sdserve.security.keys import IssuedKey, Role
 from sdserve.webhooks.signing import generate_secret
@@ -69,15 +72,17 @@ async def create_key(body: NewKeyRequest, request: Request, principal: Admin) ->
     services = services_of(request)
     checked_tenant(body.tenant)
     now = services.clock()
-    issued = await run_in_threadpool(
-        lambda: services.keys.create(
-            body.tenant,
-            body.role,
-            name=body.name,
-            expires_at=_expiry(services, body.expires_in_seconds),
-            now=now,
+    async with audited(services, principal, "key.create", body.tenant, tenant=body.tenant) as d:
+        issued = await run_in_threadpool(
+            lambda: services.keys.create(
+                body.tenant,
+                body.role,
+                name=body.name,
+                expires_at=_expiry(services, body.expires_in_seconds),
+                now=now,
+            )
         )
-    )
+        d.update(key_id=issued.record.id, role=body.role.value)
     return _issued(issued, now)
 
 
@@ -109,7 +114,10 @@ async def revoke_key(key_id: str, request: Request, principal: Admin) -> dict[st
     """Revoke at once: the next request with it gets 401."""
     services = services_of(request)
     now = services.clock()
-    record = await run_in_threadpool(lambda: services.keys.revoke(key_id, now=now))
+    target = await run_in_threadpool(services.keys.get, key_id)
+    tenant = target.tenant if target is not None else None
+    async with audited(services, principal, "key.revoke", key_id[:64], tenant=tenant):
+        record = await run_in_threadpool(lambda: services.keys.revoke(key_id, now=now))
     return record.public(now)
 
 
@@ -121,14 +129,18 @@ async def rotate_key(
     ``overlap_seconds`` (default one hour), then 401s."""
     services = services_of(request)
     now = services.clock()
-    issued = await run_in_threadpool(
-        lambda: services.keys.rotate(
-            key_id,
-            body.overlap_seconds,
-            expires_at=_expiry(services, body.expires_in_seconds),
-            now=now,
+    target = await run_in_threadpool(services.keys.get, key_id)
+    tenant = target.tenant if target is not None else None
+    async with audited(services, principal, "key.rotate", key_id[:64], tenant=tenant) as d:
+        issued = await run_in_threadpool(
+            lambda: services.keys.rotate(
+                key_id,
+                body.overlap_seconds,
+                expires_at=_expiry(services, body.expires_in_seconds),
+                now=now,
+            )
         )
-    )
+        d.update(new_key_id=issued.record.id, overlap_seconds=body.overlap_seconds)
     out = _issued(issued, now)
     old = await run_in_threadpool(services.keys.get, key_id)
     out["replaces"] = old.public(now) if old is not None else None
@@ -167,7 +179,8 @@ async def set_webhook_secret(
     secret = check_tenant_secret(given) if given is not None else generate_secret()
     sealed = services.server_key.sealer.seal(secret, WEBHOOK_SECRET_PURPOSE)
     now = services.clock()
-    await run_in_threadpool(lambda: services.keys.set_webhook_secret(tenant, sealed, now=now))
+    async with audited(services, principal, "tenant.webhook_secret.set", tenant, tenant=tenant):
+        await run_in_threadpool(lambda: services.keys.set_webhook_secret(tenant, sealed, now=now))
     return {"object": "tenant", "name": tenant, "webhook_secret": secret}
 
 
@@ -177,7 +190,8 @@ async def clear_webhook_secret(tenant: str, request: Request, principal: Admin) 
     services = services_of(request)
     checked_tenant(tenant)
     now = services.clock()
-    await run_in_threadpool(lambda: services.keys.set_webhook_secret(tenant, None, now=now))
+    async with audited(services, principal, "tenant.webhook_secret.clear", tenant, tenant=tenant):
+        await run_in_threadpool(lambda: services.keys.set_webhook_secret(tenant, None, now=now))
     return {"object": "tenant", "name": tenant, "webhook_secret": False}
 
 
@@ -228,9 +242,77 @@ async def cancel_any_job(
     job_id: str, request: Request, response: Response, principal: Admin
 ) -> dict[str, Any]:
     services = services_of(request)
-    await _job(services, job_id)
-    job = await run_in_threadpool(services.queue.cancel, job_id)
+    found = await _job(services, job_id)
+    async with audited(services, principal, "job.cancel", job_id, tenant=found.owner):
+        job = await run_in_threadpool(services.queue.cancel, job_id)
     services.wakeups.notify_job(job_id)
     if job.status is JobStatus.running:
         response.status_code = 202
     return await _admin_view(services, job)
+
+
+@router.post("/models/reload")
+async def reload_models(request: Request, principal: Admin) -> dict[str, Any]:
+    """Re-read the model registry file and the models folder (new models, aliases,
+    rollout weights, routing rules) without a restart; a broken file is refused with
+    422 and the current catalog keeps serving."""
+    from sdserve.models.registry_file import RegistryError
+    from sdserve.models.reload import summary
+
+    services = services_of(request)
+    catalog = services.catalog
+    async with audited(services, principal, "models.reload", "registry", tenant=None) as d:
+        try:
+            await run_in_threadpool(catalog.reload)
+        except RegistryError as exc:
+            raise InvalidRequest.single("registry", str(exc)) from exc
+        d["models"] = len(catalog.names())
+        d["generation"] = catalog.generation
+    return summary(catalog)
+
+
+@router.get("/audit")
+async def list_audit(
+    request: Request,
+    principal: Admin,
+    tenant: Annotated[str | None, Query(max_length=63)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Audit entries oldest first, after the ``after`` sequence number (the cursor:
+    pass the last entry's ``seq``); filtered by tenant and action."""
+    services = services_of(request)
+    if tenant is not None:
+        checked_tenant(tenant)
+    q = AuditQuery(tenant=tenant, action=action, after=after, limit=limit)
+    entries = await run_in_threadpool(services.audit.query, q)
+    last = entries[-1].seq if len(entries) == limit else None
+    return {"object": "list", "data": [e.public() for e in entries], "next_after": last}
+
+
+@router.get("/audit/verify")
+async def verify_audit(request: Request, principal: Admin) -> dict[str, Any]:
+    """Walk the whole chain; names the first edited, missing or reordered entry."""
+    services = services_of(request)
+    verdict = await run_in_threadpool(services.audit.verify)
+    return {
+        "object": "audit_verification",
+        "ok": verdict.ok,
+        "checked": verdict.checked,
+        "first_bad_seq": verdict.bad_seq,
+        "reason": verdict.reason,
+    }
+
+
+@router.post("/tenants/{tenant}/erase")
+async def erase_tenant(tenant: str, request: Request, principal: Admin) -> dict[str, Any]:
+    """Erasure request: cancel the tenant's work and delete its jobs, workflows, inputs
+    and images now (its keys stay; revoke them separately). Audited. A job a worker
+    is running stops at its next step and is counted in ``still_running``: erase
+    again once it has."""
+    services = services_of(request)
+    checked_tenant(tenant)
+    actor = principal.key_id or "open"
+    done = await run_in_threadpool(retention.erase_tenant, services, tenant, actor)
+    return done.public()

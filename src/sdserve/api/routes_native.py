@@ -12,11 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from sdserve.api.auth import Reader, Writer
 from sdserve.api.body import parse
+from sdserve.api.models_view import model_list
 from sdserve.api.openapi_doc import request_body_doc
 from sdserve.api.schemas import GenerateResponse, JobList, JobView, ModelList
 from sdserve.api.services import Services, services_of
-from sdserve.api.submit import get_job, submit, wait_for_terminal
-from sdserve.domain.errors import InvalidRequest, JobCanceled, NotFound, SdserveError
+from sdserve.api.submit import get_job, submit
+from sdserve.api.sync_run import run_sync
+from sdserve.domain.errors import InvalidRequest, NotFound
 from sdserve.domain.jobs import Job, JobStatus
 from sdserve.domain.requests import GenerateRequest, JobRequest, Priority
 from sdserve.queue.base import ListFilter
@@ -35,57 +37,39 @@ async def job_view(services: Services, job: Job) -> dict[str, Any]:
     return job.public(position, services.settings.public_base_url)
 
 
-class _JobFailed(SdserveError):
-    """A synchronous request whose job ended without images."""
-
-    status = 500
-
-    def __init__(self, job: Job) -> None:
-        err = job.error
-        super().__init__(err.message if err else "generation failed", job_id=job.id)
-        self.type = err.type if err else "generation_failed"
-
-
 @router.post(
     "/v1/generate",
     response_model=GenerateResponse,
     tags=["native"],
     openapi_extra=request_body_doc(GenerateRequest),
 )
-async def generate(request: Request, principal: Writer) -> dict[str, Any]:
+async def generate(
+    request: Request,
+    principal: Writer,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
     """Generate images and wait for them (same queue as async jobs). JSON (input images
-    as base64) or multipart/form-data (input images as file parts `image`, `mask`)."""
+    as base64) or multipart/form-data (input images as file parts `image`, `mask`).
+    With an `Idempotency-Key`, a retry waits on the first attempt's job."""
     services = services_of(request)
     body, uploads = await parse(request, GenerateRequest, services.settings.max_upload_bytes)
-    job, _ = await submit(services, body, uploads=uploads, owner=principal.owner)
-    timeout = services.settings.sync_timeout_seconds
-    job = await wait_for_terminal(services, job.id, timeout, principal)
-    if job.status is JobStatus.canceled:
-        raise JobCanceled(f"job {job.id} was canceled", job_id=job.id)
-    if job.status is not JobStatus.succeeded or job.result is None:
-        raise _JobFailed(job)
-    ids = [im.id for im in job.result.images]
-    images = await run_in_threadpool(_read_images, services, ids, job.owner)
+    done = await run_sync(
+        services, body, principal, uploads=uploads, idempotency_key=idempotency_key
+    )
+    job = done.job
+    assert job.result is not None  # run_sync returns succeeded jobs only
+    served = [im for im in job.result.images if not im.withheld]  # flagged: never sent
     return {
-        "images": [base64.b64encode(data).decode() for data in images],
+        "images": [base64.b64encode(data).decode() for data in done.images],
         "parameters": job.spec.public(),
         "generation_time": job.result.generation_time,
         "seed_used": job.result.seed_used,
         "job_id": job.id,
-        "seeds": [im.seed for im in job.result.images],
-        "image_ids": [im.id for im in job.result.images],
+        "seeds": [im.seed for im in served],
+        "image_ids": [im.id for im in served],
         "warnings": job.result.warnings,
+        "cached": job.result.cached,
     }
-
-
-def _read_images(services: Services, ids: list[str], tenant: str | None) -> list[bytes]:
-    out = []
-    for ident in ids:
-        data = services.blobs.get(ident, tenant=tenant)
-        if data is None:
-            raise NotFound(f"image {ident} is no longer stored")
-        out.append(data)
-    return out
 
 
 @router.post(
@@ -113,6 +97,7 @@ async def create_job(
         callback_url=body.callback_url,
         idempotency_key=idempotency_key,
         owner=principal.owner,
+        key_id=principal.key_id,
     )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if not created:
@@ -168,7 +153,7 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
     services = services_of(request)
     data = await run_in_threadpool(services.blobs.get, image_id, principal.owner)
     if data is None:
-        raise NotFound(f"no image with id {image_id!r}")
+        raise NotFound(f"no image with id {image_id[:64]!r}")
     media = "image/" + image_id.rsplit(".", 1)[1]
     # Private and short: a shared cache never keeps it, a deleted image soon goes.
     return Response(data, media_type=media, headers={"Cache-Control": IMAGE_CACHE_CONTROL})
@@ -177,23 +162,8 @@ async def read_image(image_id: str, request: Request, principal: Reader) -> Resp
 @router.get("/v1/models", response_model=ModelList, tags=["native"])
 async def list_models(request: Request, principal: Reader) -> dict[str, Any]:
     services = services_of(request)
-    loaded: set[str] = set()
-    for state in await run_in_threadpool(services.registry.live, READY_TTL_S):
-        loaded.update(state.models_loaded)
-    default = services.catalog.default.name
-    data = [
-        {
-            "name": m.name,
-            "family": m.family,
-            "default_width": m.default_width,
-            "default_height": m.default_height,
-            "default": m.name == default,
-            "loaded": m.name in loaded,
-            "tasks": list(m.tasks),
-        }
-        for m in services.catalog.all()
-    ]
-    return {"object": "list", "data": data}
+    workers = await run_in_threadpool(services.registry.live, READY_TTL_S)
+    return model_list(services.catalog, workers)
 
 
 @router.get("/metrics", tags=["ops"], response_class=Response)

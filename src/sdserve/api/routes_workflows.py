@@ -60,7 +60,12 @@ async def create_workflow(
     services = services_of(request)
     body, uploads = await parse(request, WorkflowRequest, services.settings.max_upload_bytes)
     wf, created = await submit_workflow(
-        services, body, uploads, idempotency_key=idempotency_key, owner=principal.owner
+        services,
+        body,
+        uploads,
+        idempotency_key=idempotency_key,
+        owner=principal.owner,
+        key_id=principal.key_id,
     )
     response.headers["Location"] = f"/v1/workflows/{wf.id}"
     if not created:

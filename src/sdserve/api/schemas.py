@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class GenerateResponse(BaseModel):
@@ -16,12 +16,16 @@ class GenerateResponse(BaseModel):
     seeds: list[int]
     image_ids: list[str]
     warnings: list[str]
+    cached: bool = False
 
 
 class ImageView(BaseModel):
-    id: str
-    url: str
+    # id and url are null for an image withheld by the image check (docs/safety.md).
+    id: str | None
+    url: str | None
     seed: int
+    withheld: bool = False
+    reason: str | None = Field(None, description="why the image check withheld it")
 
 
 class ResultView(BaseModel):
@@ -29,6 +33,7 @@ class ResultView(BaseModel):
     generation_time: float
     seed_used: int
     warnings: list[str]
+    cached: bool = False
 
 
 class ErrorView(BaseModel):
@@ -70,16 +75,51 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
+class ModelPlacement(BaseModel):
+    """Where a model is loaded now (from the workers' published state)."""
+
+    worker: str
+    host: str
+    device: str
+    memory_bytes: int | None  # weights held there (None: the worker does not say)
+
+
 class ModelView(BaseModel):
+    # OpenAI's model object (its SDK reads these four) ...
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+    # ... and ours.
     name: str
     family: str
+    source_kind: str  # folder | single-file | hub
     default_width: int
     default_height: int
+    default_scheduler: str
+    dtype: str | None
     default: bool
     loaded: bool
     tasks: list[str]
+    revision: str
+    aliases: list[str]
+    loaded_on: list[ModelPlacement]
+
+
+class RolloutView(BaseModel):
+    alias: str
+    versions: dict[str, float]  # model -> share (sums to 1)
+    sticky: bool
+
+
+class RouteView(BaseModel):
+    name: str
+    to: str
+    conditions: dict[str, object]
 
 
 class ModelList(BaseModel):
     object: str = "list"
     data: list[ModelView]
+    rollouts: list[RolloutView] = []
+    routes: list[RouteView] = []

@@ -10,9 +10,10 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs
+from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.auth import Principal
 from sdserve.api.inputs import DecodedInput
+from sdserve.api.model_choice import choice_fields, choose_model
 from sdserve.api.services import Services
 from sdserve.config import Settings
 from sdserve.domain import limits
@@ -27,6 +28,10 @@ from sdserve.domain.requests import (
     task_field_problems,
 )
 from sdserve.engine.base import ModelInfo
+from sdserve.engine.lora_files import check_loras
+from sdserve.observability import context as log_context
+from sdserve.observability.context import request_trace
+from sdserve.safety.service import check_prompts
 from sdserve.webhooks.tenants import CALLBACK_PURPOSE
 
 
@@ -49,7 +54,7 @@ def model_for_task(req_model: str | None, task: Task, services: Services) -> Mod
         raise InvalidRequest.single(
             "model", "no upscaler model is installed (put one in the models folder)"
         )
-    info = catalog.get(name)
+    info = catalog.choose(name).info if name is not None else catalog.default
     if task.value not in info.tasks:
         raise InvalidRequest.single(
             "model",
@@ -160,6 +165,7 @@ def resolve_spec(
         if inpaint
         else None,
         noise_level=noise_level,
+        loras=check_loras(req.loras, info, settings),
     )
 
 
@@ -185,7 +191,11 @@ async def decode_inputs(
 
 
 async def prepare(
-    services: Services, req: GenerateRequest, uploads: Uploads | None, owner: str | None
+    services: Services,
+    req: GenerateRequest,
+    uploads: Uploads | None,
+    owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[JobSpec, list[DecodedInput]]:
     """Validate and resolve a request into its JobSpec; the decoded inputs still need
     ``inputs.persist`` before the job is enqueued."""
@@ -198,11 +208,13 @@ async def prepare(
         update={k: "<upload>" for k in uploads.files if getattr(req, k) is None}
     )
     check_task_fields(with_uploads)
-    info = model_for_task(req.model, req.task, services)
+    choice = choose_model(services, req, key_id)
+    info = choice.info
     image, mask = await decode_inputs(services, req, uploads, owner)
     spec = resolve_spec(req, info, services.settings, image.size if image else None)
     spec = spec.model_copy(
         update={"image": image.id if image else None, "mask": mask.id if mask else None}
+        | choice_fields(choice, req)
     )
     return spec, [d for d in (image, mask) if d is not None]
 
@@ -215,8 +227,11 @@ async def submit(
     callback_url: str | None = None,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Job, bool]:
-    spec, decoded = await prepare(services, req, uploads, owner)
+    spec, decoded = await prepare(services, req, uploads, owner, key_id)
+    spec = spec.model_copy(update={"trace": request_trace()})  # for worker logs, webhooks
+    await check_prompts(services, [(spec.prompt, spec.negative_prompt)], owner, key_id)
     await check_callback(services, callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -231,11 +246,15 @@ async def submit(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded, owner)
-    job, created = await run_in_threadpool(services.queue.enqueue, new)
+    async with quota.admitted(services, spec, owner=owner, key_id=key_id) as admission:
+        await inputs.persist(services, decoded, owner)
+        job, created = await run_in_threadpool(services.queue.enqueue, new)
+        admission.charged = created  # an idempotent replay costs nothing
+    log_context.bind(job_id=job.id, tenant=owner)
     if created:
         services.wakeups.notify_workers()
         services.metrics.jobs_submitted.labels(spec.priority.value).inc()
+        await audit_trail.record_job(services, job, key_id)
     return job, created
 
 
@@ -277,7 +296,7 @@ async def wait_for_terminal(
     poll = services.settings.poll_interval_ms / 1000
     while True:
         job = await get_job(services, job_id, viewer)
-        if job.status.terminal:
+        if job.status.settled:  # held for review: a person decides, not a wait
             return job
         remaining = deadline - time.monotonic()
         if remaining <= 0:

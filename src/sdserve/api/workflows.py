@@ -13,15 +13,15 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from sdserve.api import inputs
+from sdserve.api import audit_trail, inputs, quota
 from sdserve.api.inputs import DecodedInput
+from sdserve.api.model_choice import choice_fields, choose_model
 from sdserve.api.services import Services
 from sdserve.api.submit import (
     Uploads,
     check_callback,
     check_idempotency_key,
     check_task_fields,
-    model_for_task,
     resolve_spec,
     seal_callback,
 )
@@ -34,6 +34,7 @@ from sdserve.domain.requests import (
     request_fingerprint,
 )
 from sdserve.domain.workflows import NewWorkflow, StepInput, Workflow, WorkflowStep
+from sdserve.safety.service import check_prompts
 
 
 def _prefixed(exc: InvalidRequest, prefix: str) -> InvalidRequest:
@@ -91,7 +92,9 @@ async def resolve(
             check_task_fields(
                 checked, image_given=source in (StepInput.previous, StepInput.original)
             )
-            info = model_for_task(step.model, step.task, services)
+            as_step = step.model_copy(update={"priority": req.priority})
+            choice = choose_model(services, as_step, None)
+            info = choice.info
             image: DecodedInput | None = None
             if source is StepInput.given:
                 raw_own = inputs.raw_input("image", step.image, step.image_id, None, max_bytes)
@@ -109,8 +112,8 @@ async def resolve(
             if raw_mask is not None and in_size is not None:
                 mask = await inputs.decode(services, raw_mask, tenant=owner, mask_size=in_size)
                 decoded.append(mask)
-            as_step = step.model_copy(update={"priority": req.priority})
             spec = resolve_spec(as_step, info, services.settings, in_size)
+            spec = spec.model_copy(update=choice_fields(choice, as_step))
             if index < last and spec.num_images != 1:
                 raise InvalidRequest.single(
                     "num_images", "only the last step may make more than one image", 1
@@ -133,8 +136,11 @@ async def submit_workflow(
     *,
     idempotency_key: str | None = None,
     owner: str | None,
+    key_id: str | None = None,
 ) -> tuple[Workflow, bool]:
     steps, decoded = await resolve(services, req, uploads, owner)
+    prompts = [(st.spec.prompt, st.spec.negative_prompt) for st in steps]
+    await check_prompts(services, prompts, owner, key_id)
     await check_callback(services, req.callback_url)
     check_idempotency_key(idempotency_key)
     body: dict[str, Any] = req.model_dump(mode="json")
@@ -147,8 +153,19 @@ async def submit_workflow(
         owner=owner,
         max_attempts=services.settings.max_attempts,
     )
-    await inputs.persist(services, decoded, owner)
-    wf, created = await run_in_threadpool(services.queue.enqueue_workflow, new)
+    specs = [step.spec for step in steps]
+    async with quota.admitted(services, specs, owner=owner, key_id=key_id) as admission:
+        await inputs.persist(services, decoded, owner)
+        wf, created = await run_in_threadpool(services.queue.enqueue_workflow, new)
+        admission.charged = created  # an idempotent replay costs nothing
     if created:
         services.wakeups.notify_workers()
+        await audit_trail.record_for(
+            services,
+            key_id or "open",
+            "workflow.create",
+            wf.id,
+            tenant=owner,
+            details={"steps": len(steps), "images": sum(s.num_images for s in specs)},
+        )
     return wf, created

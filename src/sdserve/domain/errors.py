@@ -1,5 +1,7 @@
-"""One error hierarchy. Each class has a stable ``type`` string (also a metric label)
-and the HTTP status the API maps it to; nothing else decides status codes."""
+"""One error hierarchy and one table. Each class has a stable ``type`` string (also a
+metric label); the HTTP status of every type comes from ``ERRORS`` and nowhere else, so
+an error raised by a job (stored as its type) maps to the same status as one raised at
+the edge. docs/errors.md lists the table; a test keeps the two in step."""
 
 from __future__ import annotations
 
@@ -22,10 +24,61 @@ class FieldProblem:
         return out
 
 
+# Error type -> (HTTP status, what it means). Types raised outside this module (and the
+# types a stored job error can carry) are here too: one place decides every status.
+ERRORS: dict[str, tuple[int, str]] = {
+    # the client's request
+    "validation_error": (422, "a field is missing, of the wrong JSON type or out of range"),
+    "payload_too_large": (413, "the request body is over the size limit"),
+    "unsupported_media_type": (415, "the body is neither JSON nor multipart/form-data"),
+    "not_found": (404, "no such job, image, workflow or route (or another tenant's)"),
+    "method_not_allowed": (405, "the route exists but not with this HTTP method"),
+    "http_error": (400, "the HTTP request itself is malformed"),
+    "idempotency_conflict": (422, "an Idempotency-Key reused with a different body"),
+    "conflict": (409, "the resource is not in a state that allows this"),
+    "held_for_review": (409, "an image was flagged and the job is held for human review"),
+    "canceled": (409, "the job was canceled before it finished"),
+    "content_policy_violation": (400, "the prompt was refused by the content policy"),
+    "unsafe_weights": (422, "a model in a pickle-based format (.ckpt/.bin/.pt) is refused"),
+    "model_unavailable": (422, "the model named is present but broken (not loadable)"),
+    "input_unavailable": (422, "an input image was deleted before the job ran"),
+    "corrupt_input": (422, "a stored input image no longer reads back"),
+    # identity and limits
+    "unauthorized": (401, "no API key, or an unknown, revoked or expired one"),
+    "forbidden": (403, "the key's role does not allow this"),
+    "rate_limited": (429, "over a rate limit or quota; retry after Retry-After"),
+    # the service
+    "queue_full": (503, "too many queued jobs; retry later"),
+    "not_ready": (503, "no worker is ready yet; retry later"),
+    "backend_unavailable": (503, "the queue or key store cannot be reached"),
+    "store_busy": (503, "the queue store lost every optimistic retry; retry"),
+    "storage_unavailable": (503, "the blob store cannot be reached or is misconfigured"),
+    "moderation_unavailable": (503, "the moderation check could not run; retry later"),
+    "generation_timeout": (504, "the synchronous wait ran out; the job goes on"),
+    "generation_failed": (500, "the engine failed on this job"),
+    "out_of_memory": (503, "the accelerator ran out of memory even at batch size one"),
+    "model_load_error": (500, "the worker could not load the model"),
+    "lease_expired": (503, "the worker running the job was lost; retries ran out"),
+    "configuration_error": (500, "the deployment is misconfigured (operator fix)"),
+    "quarantine_error": (500, "a held image could not be sealed or opened in quarantine"),
+    "seal_error": (500, "a sealed secret does not open under this server's key"),
+    "internal_error": (500, "an unexpected failure (logged with its request id)"),
+}
+
+
+def status_for(error_type: str) -> int:
+    """The HTTP status of an error type (an unknown type is a server error)."""
+    entry = ERRORS.get(error_type)
+    return entry[0] if entry is not None else 500
+
+
 class SdserveError(Exception):
     type: str = "internal_error"
-    status: int = 500
     retryable: bool = False
+
+    @property
+    def status(self) -> int:
+        return status_for(self.type)
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -42,7 +95,6 @@ class InvalidRequest(SdserveError):
     """Bad input, caught at the edge; carries one entry per offending field."""
 
     type = "validation_error"
-    status = 422
 
     def __init__(self, problems: list[FieldProblem]) -> None:
         text = "; ".join(f"{p.field}: {p.message}" for p in problems)
@@ -61,33 +113,27 @@ class InvalidRequest(SdserveError):
 
 class PayloadTooLarge(SdserveError):
     type = "payload_too_large"
-    status = 413
 
 
 class NotFound(SdserveError):
     type = "not_found"
-    status = 404
 
 
 class IdempotencyConflict(SdserveError):
     type = "idempotency_conflict"
-    status = 422
 
 
 class Conflict(SdserveError):
     type = "conflict"
-    status = 409
 
 
 class QueueFull(SdserveError):
     type = "queue_full"
-    status = 503
     retryable = True
 
 
 class NotReady(SdserveError):
     type = "not_ready"
-    status = 503
     retryable = True
 
 
@@ -95,23 +141,21 @@ class GenerationTimeout(SdserveError):
     """The synchronous wait ran out; the job goes on and can be polled."""
 
     type = "generation_timeout"
-    status = 504
 
 
 class Unauthorized(SdserveError):
     type = "unauthorized"
-    status = 401
 
 
 class Forbidden(SdserveError):
     type = "forbidden"
-    status = 403
 
 
 class RateLimited(SdserveError):
     type = "rate_limited"
-    status = 429
     retryable = True
+    # Retry-After and RateLimit-* for this refusal (api/quota.py fills them).
+    headers: dict[str, str] | None = None
 
 
 class ContentPolicyViolation(SdserveError):
@@ -119,7 +163,6 @@ class ContentPolicyViolation(SdserveError):
     ``confidence``, ``categories`` (score per category) and ``reason``."""
 
     type = "content_policy_violation"
-    status = 400
 
 
 class ModerationUnavailable(SdserveError):
@@ -127,7 +170,6 @@ class ModerationUnavailable(SdserveError):
     fails closed: the prompt is neither approved nor refused, so retry later."""
 
     type = "moderation_unavailable"
-    status = 503
     retryable = True
 
 
@@ -136,7 +178,6 @@ class ModerationUnavailable(SdserveError):
 
 class GenerationFailed(SdserveError):
     type = "generation_failed"
-    status = 500
     retryable = True
 
 
@@ -148,31 +189,33 @@ class OutOfMemory(GenerationFailed):
 
 class ModelLoadError(SdserveError):
     type = "model_load_error"
-    status = 500
 
 
 class UnsafeWeights(ModelLoadError):
     """Refused: weights in a pickle-based format (.ckpt/.bin/.pt) are never loaded."""
 
     type = "unsafe_weights"
-    status = 422
+
+
+class ModelUnavailable(SdserveError):
+    """A model present in the models folder but not whole (empty, truncated, corrupt,
+    pickle-only): never offered, and a request naming it is told why."""
+
+    type = "model_unavailable"
 
 
 class JobCanceled(SdserveError):
     type = "canceled"
-    status = 409
 
 
 class CorruptInput(SdserveError):
     """A stored input image (written at submit) no longer reads back; retrying won't help."""
 
     type = "corrupt_input"
-    status = 500
 
 
 class LeaseExpired(SdserveError):
     type = "lease_expired"
-    status = 500
     retryable = True
 
 

@@ -19,15 +19,26 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     canceled = "canceled"
+    # An image was flagged and the job waits for a reviewer (docs/safety.md); not
+    # terminal: approval ends it succeeded, rejection failed.
+    held = "held"
 
     @property
     def terminal(self) -> bool:
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.canceled)
 
+    @property
+    def settled(self) -> bool:
+        """Nothing more happens without a person: terminal, or held for review."""
+        return self.terminal or self is JobStatus.held
+
 
 class ImageRef(BaseModel):
     id: str
     seed: int
+    # Not served: flagged by the image check (or held for review until approved).
+    withheld: bool = False
+    safety: str | None = None  # the checker's reason, for a flagged image
 
 
 class JobResult(BaseModel):
@@ -35,6 +46,8 @@ class JobResult(BaseModel):
     generation_time: float
     seed_used: int
     warnings: list[str] = Field(default_factory=list)
+    # Answered from the result cache (an exact earlier request), without engine work.
+    cached: bool = False
 
 
 class JobError(BaseModel):
@@ -102,13 +115,11 @@ class Job(BaseModel):
         result: dict[str, Any] | None = None
         if self.result is not None:
             result = {
-                "images": [
-                    {"id": im.id, "url": f"{base_url}/v1/images/{im.id}", "seed": im.seed}
-                    for im in self.result.images
-                ],
+                "images": [_public_image(im, base_url) for im in self.result.images],
                 "generation_time": self.result.generation_time,
                 "seed_used": self.result.seed_used,
                 "warnings": self.result.warnings,
+                "cached": self.result.cached,
             }
         return {
             "id": self.id,
@@ -129,6 +140,18 @@ class Job(BaseModel):
             else None,
             "links": {"self": f"{base_url}/v1/jobs/{self.id}"},
         }
+
+
+def _public_image(im: ImageRef, base_url: str) -> dict[str, Any]:
+    if im.withheld:  # never a link to an image that is not served
+        return {"id": None, "url": None, "seed": im.seed, "withheld": True, "reason": im.safety}
+    return {
+        "id": im.id,
+        "url": f"{base_url}/v1/images/{im.id}",
+        "seed": im.seed,
+        "withheld": False,
+        "reason": None,
+    }
 
 
 def new_job_id() -> str:

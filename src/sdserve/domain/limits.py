@@ -43,3 +43,11 @@ SCHEDULER_NAMES: tuple[str, ...] = (
     "heun",
     "lms",
 )
+
+# SDXL micro-conditioning sides (original_size, target_size, crop offsets).
+MAX_SDXL_COND = 8192
+# LoRA adapters per request and their scale (1 = as trained; negative subtracts).
+MAX_LORAS = 5
+MIN_LORA_SCALE = -4.0
+MAX_LORA_SCALE = 4.0
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"

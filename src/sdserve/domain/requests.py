@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -67,6 +67,29 @@ def _side_ok(value: int | None, name: str) -> int | None:
     return value
 
 
+_CondSide = Annotated[int, Field(ge=1, le=limits.MAX_SDXL_COND)]
+_CropSide = Annotated[int, Field(ge=0, le=limits.MAX_SDXL_COND)]
+SizePair = tuple[_CondSide, _CondSide]
+CropPair = tuple[_CropSide, _CropSide]
+SDXL_CONDITIONING = ("original_size", "target_size", "crops_coords_top_left")
+
+
+class LoraRef(BaseModel):
+    """One LoRA adapter of a request: a file stem in the adapters folder, and a scale."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str = Field(pattern=limits.LORA_NAME_PATTERN)
+    scale: float = Field(default=1.0, ge=limits.MIN_LORA_SCALE, le=limits.MAX_LORA_SCALE)
+
+
+def _distinct_loras(v: list[LoraRef]) -> list[LoraRef]:
+    names = [ref.name for ref in v]
+    if len(set(names)) != len(names):
+        raise ValueError("each adapter may appear once")
+    return v
+
+
 class GenerateRequest(BaseModel):
     """What a client asks for. Optional fields are resolved into a JobSpec at the edge."""
 
@@ -86,8 +109,8 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, ge=0, le=limits.MAX_SEED)
     num_images: int = Field(default=1, ge=limits.MIN_IMAGES, le=limits.MAX_IMAGES)
-    scheduler: str | None = None  # default: the model's own scheduler
-    model: str | None = None
+    scheduler: str | None = Field(default=None, max_length=64)  # default: the model's own
+    model: str | None = Field(default=None, max_length=256)
     priority: Priority = Priority.normal
     output_format: OutputFormat = OutputFormat.png
     # --- editing (img2img, inpaint, upscale) ---
@@ -102,6 +125,21 @@ class GenerateRequest(BaseModel):
     mask_blur: int | None = Field(default=None, ge=0, le=limits.MAX_MASK_BLUR)
     keep_unmasked: bool | None = None
     noise_level: int | None = Field(default=None, ge=0, le=limits.MAX_NOISE_LEVEL)
+    # --- model choice (models/: A/B rollouts and routing rules) ---
+    # Keeps an A/B rollout's choice sticky per end user (OpenAI's field of that name).
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    routing: bool = True  # false: never sent to another model by a routing rule
+    # --- SDXL size conditioning (SDXL models only), diffusers' order: sizes are
+    # (height, width), the crop offset (top, left) ---
+    original_size: SizePair | None = None
+    target_size: SizePair | None = None
+    crops_coords_top_left: CropPair | None = None
+    loras: list[LoraRef] = Field(default_factory=list, max_length=limits.MAX_LORAS)
+
+    @field_validator("loras")
+    @classmethod
+    def _loras_distinct(cls, v: list[LoraRef]) -> list[LoraRef]:
+        return _distinct_loras(v)
 
     @field_validator("width")
     @classmethod
@@ -117,8 +155,20 @@ class GenerateRequest(BaseModel):
     @classmethod
     def _known_scheduler(cls, v: str | None) -> str | None:
         if v is not None and v not in limits.SCHEDULER_NAMES:
-            raise ValueError(f"unknown scheduler {v!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}")
+            raise ValueError(
+                f"unknown scheduler {v[:64]!r}; valid: {', '.join(limits.SCHEDULER_NAMES)}"
+            )
         return v
+
+
+class TraceContext(BaseModel):
+    """Where a job came from, for logs and traces: the API request's id and the W3C
+    traceparent it carried; the worker's log lines and the webhook delivery reuse them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str | None = Field(default=None, max_length=128)
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class JobSpec(BaseModel):
@@ -151,6 +201,17 @@ class JobSpec(BaseModel):
     mask_blur: int | None = None  # inpaint
     keep_unmasked: bool | None = None  # inpaint: pixels outside the mask kept exactly
     noise_level: int | None = None  # upscale (x4 upscaler)
+    # How the model was chosen: the alias or rollout the request named, the routing
+    # rule that sent it elsewhere, and the revision (weights hash) of the model used.
+    model_alias: str | None = None
+    route: str | None = None
+    model_revision: str | None = None
+    # SDXL size conditioning (None: the pipeline's default, the output size / 0,0).
+    original_size: tuple[int, int] | None = None
+    target_size: tuple[int, int] | None = None
+    crops_coords_top_left: tuple[int, int] | None = None
+    trace: TraceContext | None = None  # never part of the batch key
+    loras: tuple[LoraRef, ...] = ()  # adapters applied, in the request's order
 
     @property
     def seeds(self) -> list[int]:
@@ -173,8 +234,15 @@ class JobSpec(BaseModel):
                 self.mask_blur,
                 self.keep_unmasked,
                 self.noise_level,
+                *self._sdxl_key(),
+                *(f"{ref.name}@{ref.scale!r}" for ref in self.loras),
             )
         )
+
+    def _sdxl_key(self) -> tuple[str, ...]:
+        """Present only when set, so older jobs' keys (and batching) stay the same."""
+        conds = (self.original_size, self.target_size, self.crops_coords_top_left)
+        return () if conds == (None, None, None) else tuple(repr(c) for c in conds)
 
     @property
     def steps_run(self) -> int:

@@ -41,6 +41,11 @@ class BatchRequest:
     mask_blur: int = 0  # inpaint: Gaussian blur radius applied to the mask
     keep_unmasked: bool = True  # inpaint: pixels where the mask is 0 stay the input's
     noise_level: int = 20  # upscale (x4): noise added to the low-res input
+    # SDXL size conditioning, (height, width) / (top, left); None: the pipeline's default.
+    original_size: tuple[int, int] | None = None
+    target_size: tuple[int, int] | None = None
+    crops_coords_top_left: tuple[int, int] | None = None
+    loras: tuple[tuple[str, float], ...] = ()  # (adapter name, scale), in request order
 
     @property
     def num_images(self) -> int:
@@ -94,6 +99,12 @@ class ModelInfo:
     loaded: bool = False
     # The scheduler the checkpoint ships with: what a request without one gets.
     default_scheduler: str = "euler_a"
+    # Registry fields (models/): a hash of the weight files, other names, the dtype
+    # to load in (None: the deployment's) and a single-file checkpoint's config folder.
+    revision: str = ""
+    aliases: tuple[str, ...] = ()
+    dtype: str | None = None
+    config: str | None = None
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -134,7 +134,19 @@ def _from_single_file(
     cls: Any, info: ModelInfo, path: Path, settings: Settings, kwargs: dict[str, Any]
 ) -> Any:
     family = info.family if info.family != "unknown" else "sd1"
-    config = find_single_file_config(path, family, settings)
+    config = Path(info.config) if info.config else find_single_file_config(path, family, settings)
+    if (
+        config is not None
+        and family == "sd1"
+        and checkpoint_arch(safetensors_header(path)) == "sd1"
+    ):
+        # Our own loader (engine/singlefile.py): same bits as the folder it came from.
+        from sdserve.engine.singlefile import load_single_file
+
+        try:
+            return load_single_file(path, config, **kwargs)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"could not load {path}: {exc}") from exc
     if config is None and not settings.allow_hub_downloads:
         raise ModelLoadError(
             f"{path.name} is a single-file checkpoint ({family}); loading it offline needs "
@@ -161,12 +173,19 @@ def _quiet_loading() -> None:
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+def _dtype(info: ModelInfo) -> Any:
+    """A registry entry's own dtype (None: the deployment's)."""
+    import torch
+
+    return getattr(torch, info.dtype) if info.dtype else None
+
+
 def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
     """Build the pipeline for ``info`` with Settings' dtype (not yet moved to a device)."""
     refuse_pickle(info.source)
     _quiet_loading()
     cls = pipeline_class(info.family, xl=info.family == "inpaint" and _is_xl(info))
-    kwargs: dict[str, Any] = {"dtype": placement(settings).dtype}
+    kwargs: dict[str, Any] = {"dtype": _dtype(info) or placement(settings).dtype}
     if info.family != "sdxl":
         kwargs.update(_NO_SAFETY)
     kwargs = _init_kwargs(cls, kwargs)
@@ -186,6 +205,8 @@ def load_pipeline(info: ModelInfo, settings: Settings) -> Any:
         )
     log.info("downloading %s from the hub (safetensors only)", info.source)
     try:
-        return cls.from_pretrained(info.source, use_safetensors=True, **kwargs)
+        # A registry entry may pin the hub revision (its `revision` field).
+        pinned = {"revision": info.revision} if info.revision else {}
+        return cls.from_pretrained(info.source, use_safetensors=True, **pinned, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load {info.source!r}: {exc}") from exc

@@ -34,8 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,13 +60,24 @@ from sdserve.engine.device import (
     generators,
     make_batch_invariant,
     pick_device,
+    pick_dtype,
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
 from sdserve.engine.loader import load_pipeline
+from sdserve.engine.lora_files import lora_path
+from sdserve.engine.memory import (
+    device_budget,
+    estimate_bytes,
+    host_tier_budget,
+    pipeline_bytes,
+)
 from sdserve.engine.microbatch import guidance_pairs
+from sdserve.engine.model_cache import ModelCache, Resident
+from sdserve.engine.residency import PipelinePlacement
 from sdserve.engine.schedulers import make_scheduler
 from sdserve.engine.tasks import AllCanceled, LoadedModel, Progress, task_pipeline
 from sdserve.engine.upscale import is_latent_upscaler, run_upscale
+from sdserve.observability.cache_metrics import CacheMetrics
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +189,7 @@ class DiffusersEngine:
         catalog: Catalog,
         max_loaded: int = 1,
         batch_invariant: bool | None = None,
+        metrics: CacheMetrics | None = None,
     ) -> None:
         """``batch_invariant``: run UNet/VAE one row at a time so batched images are
         bit-identical to single ones (device.make_batch_invariant). Default: on
@@ -195,7 +207,16 @@ class DiffusersEngine:
         self.settings = settings
         self.catalog = catalog
         self.max_loaded = max_loaded
-        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self.metrics = metrics or CacheMetrics()
+        device = _target_device(settings)
+        self._dtype = pick_dtype(device, settings.dtype)
+        self._models: ModelCache[LoadedModel] = ModelCache(
+            PipelinePlacement(device),
+            device_budget(settings, device),
+            host_tier_budget(settings, device),
+            max_loaded,
+            self.metrics,
+        )
         self._lock = threading.RLock()
         self._ready = False
 
@@ -209,40 +230,51 @@ class DiffusersEngine:
         return self._ready
 
     def loaded_models(self) -> list[str]:
-        # No lock: it is held for a whole model load. Copying the dict's keys in C
-        # holds the GIL, so a concurrent load or eviction cannot tear the copy.
-        return list(self._cache)
+        # No lock (it is held for a whole model load): the cache copies its keys in C.
+        return self._models.device_names()
+
+    def residents(self) -> list[Resident]:
+        """Each model in memory, its tier (device / host RAM) and its weight bytes."""
+        return self._models.residents()
+
+    def model_memory(self) -> dict[str, int]:
+        """Bytes of weights each loaded model holds (for the worker's state)."""
+        return {r.name: r.nbytes for r in self.residents() if r.tier == "device"}
 
     def models(self) -> list[ModelInfo]:
-        return [replace(m, loaded=m.name in self._cache) for m in self.catalog.all()]
+        loaded = set(self.loaded_models())
+        return [replace(m, loaded=m.name in loaded) for m in self.catalog.all()]
 
     def get_model(self, name: str) -> LoadedModel:
-        """The loaded pipeline for ``name``, loading it (and evicting LRU) on demand."""
+        """The loaded pipeline for ``name``: on the device already, back from the RAM
+        tier, or loaded from disk (LRU models make room first: engine/model_cache.py)."""
         with self._lock:
-            hit = self._cache.get(name)
-            if hit is not None:
-                self._cache.move_to_end(name)
-                return hit
             info = self.catalog.get(name)
-            # Evict first: two large pipelines may not fit side by side.
-            while len(self._cache) >= self.max_loaded:
-                old, _ = self._cache.popitem(last=False)
-                log.info("unloading model %s", old)
-                free_memory()
-            started = time.perf_counter()
-            pipe = load_pipeline(info, self.settings)
-            if self.batch_invariant:
-                # Before optimisations: torch.compile and CPU offload must wrap the
-                # row-wise forward, not be bypassed by it.
-                make_batch_invariant(pipe)
-            pipe = apply_optimisations(pipe, self.settings, _target_device(self.settings))
-            pipe.set_progress_bar_config(disable=True)
-            loaded = LoadedModel(info, pipe, dict(pipe.scheduler.config))
-            if self.settings.torch_compile:
-                self._warm_up(loaded)
-            self._cache[name] = loaded
-            log.info("loaded model %s in %.1fs", name, time.perf_counter() - started)
-            return loaded
+            return self._models.get(
+                name,
+                lambda: self._load(info),
+                lambda: estimate_bytes(info.source, self._dtype),
+                lambda m: pipeline_bytes(m.pipe),
+            )
+
+    def _load(self, info: ModelInfo) -> LoadedModel:
+        started = time.perf_counter()
+        pipe = load_pipeline(info, self.settings)
+        if self.batch_invariant:
+            # Before optimisations: torch.compile and CPU offload must wrap the
+            # row-wise forward, not be bypassed by it.
+            make_batch_invariant(pipe)
+        pipe = apply_optimisations(pipe, self.settings, _target_device(self.settings))
+        pipe.set_progress_bar_config(disable=True)
+        loaded = LoadedModel(info, pipe, dict(pipe.scheduler.config))
+        loaded.adapters.max_loaded = self.settings.max_loaded_loras
+        if self.settings.torch_compile:
+            self._warm_up(loaded)
+        log.info("loaded model %s in %.1fs", info.name, time.perf_counter() - started)
+        return loaded
+
+    def _lora_path(self, name: str) -> Path | None:
+        return lora_path(self.settings, name)
 
     def _warm_up(self, model: LoadedModel) -> None:
         """One real generation of the model's own task at its native size (for an
@@ -289,6 +321,7 @@ class DiffusersEngine:
         progress = Progress(on_step, job_ids, steps)
         pipe: Any = None
         try:
+            model.adapters.apply(model.pipe, req.loras, self._lora_path, self.metrics)
             pipe = task_pipeline(model, req.task, self.settings)
             pairs = _uses_cfg(pipe, req.task, req.guidance_scale)
             with torch.inference_mode(), guidance_pairs(pipe, pairs):
@@ -359,6 +392,7 @@ class DiffusersEngine:
         else:
             originals = [conform(it.image, size) for it in rows if it.image is not None]
             kwargs |= {"image": originals, "strength": req.strength}
+        kwargs |= sdxl_conditioning(model.info, req)
         if req.task == "inpaint":
             masks = [
                 blur_mask(conform(it.mask, size, "L"), req.mask_blur)
@@ -379,6 +413,14 @@ class DiffusersEngine:
         if req.task == "inpaint" and req.keep_unmasked:
             images = [keep_unmasked(*t) for t in zip(images, originals, masks, strict=True)]
         return images
+
+
+def sdxl_conditioning(info: ModelInfo, req: BatchRequest) -> dict[str, Any]:
+    """SDXL's size micro-conditioning, only the values the request set."""
+    if info.family != "sdxl":
+        return {}
+    names = ("original_size", "target_size", "crops_coords_top_left")
+    return {n: tuple(getattr(req, n)) for n in names if getattr(req, n) is not None}
 
 
 def _target_device(settings: Settings) -> torch.device:

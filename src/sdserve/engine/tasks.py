@@ -16,6 +16,7 @@ from typing import Any
 from sdserve.config import Settings
 from sdserve.engine.base import ModelInfo, StepCallback
 from sdserve.engine.device import share_placement
+from sdserve.engine.lora import LoraSet
 
 # The task a family's loaded pipeline runs as it is; other tasks are derived from it.
 _NATIVE_TASK = {"inpaint": "inpaint", "upscaler": "upscale", "latent-upscaler": "upscale"}
@@ -27,6 +28,7 @@ class LoadedModel:
     pipe: Any  # the pipeline load_pipeline built
     scheduler_config: dict[str, Any]  # the model's own, before any per-request switch
     derived: dict[str, Any] = field(default_factory=dict)  # task -> from_pipe pipeline
+    adapters: LoraSet = field(default_factory=LoraSet)  # LoRA adapters attached to it
 
     @property
     def native_task(self) -> str:

@@ -93,6 +93,24 @@ def decode_mask(
         raise invalid(field, problem) from problem
 
 
+def decode_transparency(data: bytes, *, field: str, limits: ImageLimits) -> Image.Image | None:
+    """Client bytes -> where the image is fully transparent (white) and where not
+    (black), as an upright L image; None when the image has no alpha at all. OpenAI's
+    edit masks mark the area to repaint by transparency (ours by white)."""
+
+    def transparent(image: Image.Image) -> Image.Image:
+        if not (image.mode in ("LA", "PA", "RGBA") or "transparency" in image.info):
+            return Image.new("1", image.size)  # a marker: no alpha band
+        alpha = image.convert("RGBA").getchannel("A")
+        return alpha.point(lambda a: 255 if a == 0 else 0)
+
+    try:
+        out = _decode(data, limits, transparent)
+    except ImageProblem as problem:
+        raise invalid(field, problem) from problem
+    return None if out.mode == "1" else out
+
+
 def invalid(field: str, problem: ImageProblem) -> InvalidRequest:
     return InvalidRequest.single(field, problem.message, problem.limit)
 

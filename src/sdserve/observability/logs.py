@@ -7,6 +7,21 @@ import logging
 import sys
 import time
 
+from sdserve.observability.context import FIELDS, ContextFilter
+
+
+class TextFormatter(logging.Formatter):
+    """The human format, with the request/job context appended when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        tags = [
+            f"{short}={getattr(record, name)}"
+            for name, short in (("request_id", "rid"), ("job_id", "job"), ("tenant", "tenant"))
+            if getattr(record, name, None)
+        ]
+        return f"{line} [{' '.join(tags)}]" if tags else line
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -16,6 +31,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value:
+                out[name] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
@@ -27,8 +46,9 @@ def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+            TextFormatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
         )
+    handler.addFilter(ContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

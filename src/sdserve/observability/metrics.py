@@ -41,6 +41,13 @@ class ApiMetrics:
             ["priority"],
             registry=self.registry,
         )
+        self.model_choices = Counter(
+            "sdserve_model_choices_total",
+            "Model choices at submit: the alias or rollout named (empty: a model name), "
+            "the model (version) used and the routing rule that fired (empty: none).",
+            ["alias", "model", "rule"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "sdserve_errors_total",
             "Error responses by stable error type.",

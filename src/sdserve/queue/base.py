@@ -36,6 +36,7 @@ from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,29 @@ class JobQueue(Protocol):
         failed (non-retryable). None if the worker no longer holds the lease."""
         ...
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        """Held for review (a flagged image). False if the worker no longer holds the lease."""
+        ...
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        """A reviewer ends a held job: succeeded (approve) or failed with ``error``.
+        NotFound / Conflict (not held)."""
+        ...
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         """Give claimed jobs back to the queue (graceful shutdown, batch split),
         keeping their place; by default the attempt is not counted."""
@@ -211,5 +235,13 @@ class JobQueue(Protocol):
     def outbox_give_up(self, entry_id: str, error: str) -> None: ...
 
     def outbox_get(self, entry_id: str) -> OutboxEntry | None: ...
+
+    # --- retention ---
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        """Delete finished jobs (and workflows) that ``flt`` selects, with their outbox
+        entries and idempotency keys; or, with ``redact_prompts``, blank their prompts.
+        Returns the jobs as they were (their images and inputs are the caller's to
+        delete); never touches a queued or running job. Rules: queue/purge.py."""
+        ...
 
     def close(self) -> None: ...

@@ -17,6 +17,7 @@ _EVENTS = {
     JobStatus.succeeded: "job.succeeded",
     JobStatus.failed: "job.failed",
     JobStatus.canceled: "job.canceled",
+    JobStatus.held: "job.held",
 }
 
 

@@ -12,7 +12,6 @@ from sdserve.queue.events import WakeupBus
 
 class BackendUnavailable(SdserveError):
     type = "backend_unavailable"
-    status = 503
 
 
 def build_queue(settings: Settings) -> JobQueue:

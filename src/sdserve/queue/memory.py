@@ -33,6 +33,7 @@ from sdserve.queue.common import (
     workflow_payload,
 )
 from sdserve.queue.memory_outbox import MemoryOutbox
+from sdserve.queue.purge import PurgeFilter, PurgeResult, job_matches, redacted, workflow_matches
 
 
 @dataclass
@@ -218,6 +219,33 @@ class MemoryQueue(MemoryOutbox):
             out = tr.fail(entry.job, worker_id, error, retryable, retry_delay, ts)
             return self._store(out, ts).model_copy() if out else None
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = now_or(now)
+        with self._lock:
+            return self._held_apply(job_id, lambda j: tr.hold(j, worker_id, result, reason, ts), ts)
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = now_or(now)
+        with self._lock:
+            entry = self._entries.get(job_id)
+            if entry is None:
+                raise NotFound(f"job {job_id} not found")
+            return self._store(tr.review(entry.job, approve, result, error, ts), ts).model_copy()
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._lock:
@@ -313,6 +341,27 @@ class MemoryQueue(MemoryOutbox):
             if out.changed and step_job is not None:
                 self._store(tr.cancel(self._entries[step_job].job, ts), ts)
             return out.workflow.model_copy()
+
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        with self._lock:
+            picked = [e.job for e in self._entries.values() if job_matches(e.job, flt)]
+            more = len(picked) > flt.limit
+            picked = picked[: flt.limit]
+            if flt.redact_prompts:
+                for job in picked:
+                    entry = self._entries[job.id]
+                    entry.job = job.model_copy(update={"spec": redacted(job.spec)})
+                return PurgeResult([j.model_copy() for j in picked], [], more)
+            gone = {j.id for j in picked}
+            for job_id in gone:
+                del self._entries[job_id]
+            workflows = [w.id for w in self._workflows.values() if workflow_matches(w, flt)]
+            for wf_id in workflows:
+                del self._workflows[wf_id]
+            subjects = gone | set(workflows)
+            self._idempotency = {k: v for k, v in self._idempotency.items() if v not in subjects}
+            self._outbox = {k: o for k, o in self._outbox.items() if o.job_id not in subjects}
+            return PurgeResult(picked, workflows, more)
 
     def close(self) -> None:
         """Nothing to release: the data lives and dies with this object."""

@@ -23,6 +23,7 @@ from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus, NewJob
 from sdserve.domain.requests import Priority
 from sdserve.domain.workflows import NewWorkflow, Workflow
+from sdserve.queue import redis_purge
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
 from sdserve.queue.batching import (
@@ -32,6 +33,7 @@ from sdserve.queue.batching import (
     window_wait,
 )
 from sdserve.queue.common import decode_cursor, encode_cursor
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 from sdserve.queue.redis_keys import (
     DEFAULT_PREFIX,
     Keys,
@@ -301,6 +303,34 @@ class RedisQueue(RedisOutbox):
         )
 
     @_available
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = self._now(now)
+        out = self._apply(job_id, ts, lambda j: tr.hold(j, worker_id, result, reason, ts))
+        return out is not None
+
+    @_available
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = self._now(now)
+        job = self._apply(job_id, ts, lambda j: tr.review(j, approve, result, error, ts))
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    @_available
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = self._now(None)
         self._apply_many(job_ids, ts, lambda j: tr.release(j, worker_id, refund_attempt, ts))
@@ -395,6 +425,10 @@ class RedisQueue(RedisOutbox):
             return out.workflow
 
         return self._transact(ts, body)
+
+    @_available
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        return redis_purge.purge(self._r, self.keys, flt)
 
     def close(self) -> None:
         if self._owns_client:

@@ -30,6 +30,7 @@ from sdserve.domain.errors import Conflict, NotFound, QueueFull
 from sdserve.domain.jobs import Job, JobError, JobResult, NewJob
 from sdserve.domain.workflows import NewWorkflow, Workflow
 from sdserve.queue import sqlite_ops as ops
+from sdserve.queue import sqlite_purge
 from sdserve.queue import sqlite_schema as schema
 from sdserve.queue import transitions as tr
 from sdserve.queue.base import Claim, JobPage, ListFilter, QueueStats
@@ -42,6 +43,7 @@ from sdserve.queue.batching import (
     window_wait,
 )
 from sdserve.queue.common import decode_cursor, encode_cursor, now_or
+from sdserve.queue.purge import PurgeFilter, PurgeResult
 from sdserve.queue.sqlite_outbox import SqliteOutbox
 
 _COLS = ops.COLS
@@ -258,6 +260,34 @@ class SqliteQueue(SqliteOutbox):
             job_id, lambda j: tr.fail(j, worker_id, error, retryable, retry_delay, ts), ts
         )
 
+    def hold(
+        self,
+        job_id: str,
+        worker_id: str,
+        result: JobResult,
+        reason: JobError,
+        now: float | None = None,
+    ) -> bool:
+        ts = now_or(now)
+        return (
+            self._apply(job_id, lambda j: tr.hold(j, worker_id, result, reason, ts), ts) is not None
+        )
+
+    def review(
+        self,
+        job_id: str,
+        approve: bool,
+        result: JobResult,
+        error: JobError | None = None,
+        now: float | None = None,
+    ) -> Job:
+        ts = now_or(now)
+        decide = lambda j: tr.review(j, approve, result, error, ts)  # noqa: E731
+        job = self._apply(job_id, decide, ts, acknowledged=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
     def release(self, job_ids: list[str], worker_id: str, refund_attempt: bool = True) -> None:
         ts = now_or(None)
         with self._write() as conn:
@@ -364,6 +394,10 @@ class SqliteQueue(SqliteOutbox):
             if job is not None:
                 ops.store(conn, tr.cancel(job, ts), ts)
         return out.workflow
+
+    def purge(self, flt: PurgeFilter, now: float | None = None) -> PurgeResult:
+        with self._write(acknowledged=True) as conn:
+            return sqlite_purge.purge(conn, flt)
 
     def close(self) -> None:
         self._closed = True

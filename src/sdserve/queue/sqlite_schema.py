@@ -14,6 +14,7 @@ from sdserve.domain.errors import SdserveError
 from sdserve.domain.jobs import Job, JobError, JobResult, JobStatus
 from sdserve.domain.requests import JobSpec
 from sdserve.queue.base import OutboxEntry
+from sdserve.security.files import private_database
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -160,7 +161,56 @@ CREATE TABLE tenants (
 );
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
+# v4: the audit log (security/audit_sqlite.py): hash-chained entries, append-only (no
+# UPDATE; DELETE only by retention, from the oldest), and its chain state (one row).
+_V4 = """
+CREATE TABLE audit_log (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    tenant TEXT,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX audit_log_tenant ON audit_log (tenant, seq);
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE audit_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    anchor_seq INTEGER NOT NULL,
+    anchor_hash TEXT NOT NULL,
+    head_seq INTEGER NOT NULL,
+    head_hash TEXT NOT NULL
+);
+"""
+
+
+# v5: content safety (safety/records.py): every decision (prompt refusals, image
+# verdicts, reviews, appeals) with who and when; one appeal per subject, enforced by
+# the unique index; per-tenant and per-key prompt-policy thresholds.
+_V5 = """
+ALTER TABLE tenants ADD COLUMN prompt_threshold REAL;
+ALTER TABLE api_keys ADD COLUMN prompt_threshold REAL;
+CREATE TABLE safety_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    tenant TEXT,
+    at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX safety_records_subject ON safety_records (subject, kind);
+CREATE INDEX safety_records_kind ON safety_records (kind, seq);
+CREATE UNIQUE INDEX safety_one_appeal ON safety_records (subject) WHERE kind = 'appeal';
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -169,6 +219,7 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     # so two processes never both read-then-upgrade and deadlock into SQLITE_BUSY).
     # check_same_thread=False only so close() may close every thread's connection; each
     # connection is otherwise used by the one thread that opened it.
+    private_database(path)  # prompts inside: 0600, and so its WAL and SHM
     conn = sqlite3.connect(
         str(path),
         isolation_level=None,
@@ -205,7 +256,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise SdserveError(
                 f"database schema v{start} is newer than this sdserve (v{SCHEMA_VERSION})"
             )
-        for version in range(start + 1, SCHEMA_VERSION + 1):
+        # Sorted, not a range: versions are assigned to work done in parallel, so a
+        # build may hold v5 before v4 lands; each applies once, in order. Missing, not
+        # "above the highest": a database made at v5 still gets v4 when it lands.
+        applied = _applied(conn) if start else set()
+        for version in sorted(v for v in MIGRATIONS if v not in applied):
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -214,6 +269,10 @@ def migrate(conn: sqlite3.Connection) -> int:
         raise
     conn.execute("COMMIT")
     return start
+
+
+def _applied(conn: sqlite3.Connection) -> set[int]:
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
 
 
 def _statements(script: str) -> list[str]:

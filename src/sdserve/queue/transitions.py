@@ -4,7 +4,8 @@ atomic section (a lock, a write transaction, a WATCHed Redis transaction), call 
 these functions and persist exactly what it returns; none of them decides anything.
 
 States: queued -> running -> succeeded | failed | canceled, and back to queued on a
-retry, a release or a reclaimed lease. Functions that act for a worker return None
+retry, a release or a reclaimed lease; running -> held (a flagged image) -> succeeded
+(approved) | failed (rejected) by a reviewer. Functions that act for a worker return None
 when that worker no longer holds the job's lease (another attempt owns it now).
 """
 
@@ -36,9 +37,11 @@ class Outcome:
 
     @property
     def notify_webhook(self) -> bool:
-        """A terminal transition of a job with a callback writes one outbox entry in the
-        same atomic section (workflow steps report through their workflow instead)."""
-        return self.ended and self.job.callback_url is not None and self.job.workflow_id is None
+        """A terminal transition (or a hold for review) of a job with a callback writes
+        one outbox entry in the same atomic section (workflow steps report through their
+        workflow instead)."""
+        told = self.ended or self.job.status is JobStatus.held
+        return told and self.job.callback_url is not None and self.job.workflow_id is None
 
 
 def lease_expired_error(attempts: int) -> JobError:
@@ -129,6 +132,29 @@ def complete(job: Job, worker_id: str, result: JobResult, ts: float) -> Outcome 
     if not holds(job, worker_id):
         return None
     return _finish(job, JobStatus.succeeded, ts, result=result, error=None)
+
+
+def hold(
+    job: Job, worker_id: str, result: JobResult, reason: JobError, ts: float
+) -> Outcome | None:
+    """A flagged image: the job waits for a reviewer (its images in quarantine)."""
+    if not holds(job, worker_id):
+        return None
+    update = {"status": JobStatus.held, "result": result, "error": reason, "updated_at": ts}
+    update.update({"lease_owner": None, "lease_expires_at": None})
+    return Outcome(job.model_copy(update=update))
+
+
+def review(
+    job: Job, approve: bool, result: JobResult, error: JobError | None, ts: float
+) -> Outcome:
+    """A reviewer's decision on a held job: approved ends it succeeded (images
+    released), rejected ends it failed with ``error``."""
+    if job.status is not JobStatus.held:
+        raise Conflict(f"job {job.id} is {job.status.value}, not held for review")
+    if approve:
+        return _finish(job, JobStatus.succeeded, ts, result=result, error=None)
+    return _finish(job, JobStatus.failed, ts, result=result, error=error)
 
 
 def fail(

@@ -43,6 +43,8 @@ class Tenant(BaseModel):
     name: str
     webhook_secret: str | None = None
     updated_at: float = 0.0
+    # The prompt policy's threshold for this tenant (None: SDSERVE_PROMPT_POLICY_THRESHOLD).
+    prompt_threshold: float | None = None
 
     def public(self, key_count: int = 0) -> dict[str, Any]:
         return {
@@ -112,6 +114,16 @@ class KeyStore(Protocol):
 
     def set_webhook_secret(self, tenant: str, sealed: str | None, now: float | None = None) -> None:
         """Store a tenant's sealed webhook secret (None: back to the global secret)."""
+        ...
+
+    def set_prompt_threshold(
+        self, tenant: str, threshold: float | None, now: float | None = None
+    ) -> None:
+        """Store a tenant's prompt-policy threshold (None: back to the deployment's)."""
+        ...
+
+    def set_key_prompt_threshold(self, key_id: str, threshold: float | None) -> ApiKey:
+        """One key's prompt-policy threshold (None: its tenant's). NotFound."""
         ...
 
     def close(self) -> None: ...
@@ -252,6 +264,7 @@ class KeyStoreBase(ABC):
             tenant=old.tenant,
             role=old.role,
             name=old.name,
+            prompt_threshold=old.prompt_threshold,
             secret_hash=hash_secret(new_id, secret),
             created_at=ts,
             expires_at=expires_at,
@@ -273,8 +286,25 @@ class KeyStoreBase(ABC):
         return sorted(self._tenant_names() | {r.tenant for r in self._records(None)})
 
     def set_webhook_secret(self, tenant: str, sealed: str | None, now: float | None = None) -> None:
-        checked_tenant(tenant)
-        self._save_tenant(Tenant(name=tenant, webhook_secret=sealed, updated_at=_now(now)))
+        self._update_tenant(tenant, now, webhook_secret=sealed)
+
+    def set_prompt_threshold(
+        self, tenant: str, threshold: float | None, now: float | None = None
+    ) -> None:
+        self._update_tenant(tenant, now, prompt_threshold=threshold)
+
+    def set_key_prompt_threshold(self, key_id: str, threshold: float | None) -> ApiKey:
+        record = self._load(key_id)
+        if record is None:
+            raise NotFound(f"no key with id {key_id[:64]!r}")
+        changed = record.model_copy(update={"prompt_threshold": threshold})
+        self._save([changed])
+        return changed
+
+    def _update_tenant(self, tenant: str, now: float | None, **changes: object) -> None:
+        """One setting changed, the others kept."""
+        old = self._load_tenant(checked_tenant(tenant)) or Tenant(name=tenant)
+        self._save_tenant(old.model_copy(update={**changes, "updated_at": _now(now)}))
 
 
 def _now(now: float | None) -> float:

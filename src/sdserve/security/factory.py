@@ -9,7 +9,6 @@ from sdserve.security.base import KeyStore
 
 class KeyStoreUnconfigured(SdserveError):
     type = "configuration_error"
-    status = 500
 
 
 def build_keystore(settings: Settings) -> KeyStore:

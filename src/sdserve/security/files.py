@@ -43,3 +43,18 @@ def read_or_create(path: Path, make: Callable[[], str]) -> str:
     if mode & 0o077:
         log.warning("secret file %s is readable by others (mode %o); chmod 600 it", path, mode)
     return path.read_text(encoding="ascii").strip()
+
+
+def private_database(path: Path) -> None:
+    """Make ``path`` (an SQLite file holding prompts) and its WAL/SHM owner-only.
+
+    The file is created 0600 before SQLite opens it: SQLite creates ``-wal`` and
+    ``-shm`` with the database file's mode, so they inherit it. Files an older version
+    left 0644 are tightened (the owner keeps read/write)."""
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for member in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if member.stat().st_mode & 0o077:
+                member.chmod(0o600)

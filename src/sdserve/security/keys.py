@@ -66,6 +66,8 @@ class ApiKey(BaseModel):
     expires_at: float | None = None
     revoked_at: float | None = None
     rotated_to: str | None = None  # the key that replaced this one (rotation)
+    # The prompt policy's threshold for this key's requests (None: its tenant's).
+    prompt_threshold: float | None = None
 
     def state(self, now: float) -> KeyState:
         if self.revoked_at is not None and self.revoked_at <= now:

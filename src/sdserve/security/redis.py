@@ -30,7 +30,6 @@ class KeyStoreUnavailable(SdserveError):
     """The key store cannot be reached: requests cannot be authenticated now."""
 
     type = "backend_unavailable"
-    status = 503
     retryable = True
 
 

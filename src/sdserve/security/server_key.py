@@ -35,14 +35,12 @@ _NONCE_BYTES = 12
 
 class SecretKeyMissing(SdserveError):
     type = "configuration_error"
-    status = 500
 
 
 class SealError(SdserveError):
     """A sealed value does not open: damaged, or sealed under another secret key."""
 
     type = "seal_error"
-    status = 500
 
 
 class Sealer:

@@ -27,6 +27,7 @@ _COLUMNS = (
     "expires_at",
     "revoked_at",
     "rotated_to",
+    "prompt_threshold",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM api_keys"
 
@@ -75,20 +76,24 @@ class SqliteKeyStore(KeyStoreBase):
             row = (
                 self._db()
                 .execute(
-                    "SELECT name, webhook_secret, updated_at FROM tenants WHERE name = ?", (name,)
+                    "SELECT name, webhook_secret, updated_at, prompt_threshold FROM tenants"
+                    " WHERE name = ?",
+                    (name,),
                 )
                 .fetchone()
             )
         if row is None:
             return None
-        return Tenant(name=row[0], webhook_secret=row[1], updated_at=row[2])
+        return Tenant(
+            name=row[0], webhook_secret=row[1], updated_at=row[2], prompt_threshold=row[3]
+        )
 
     def _save_tenant(self, tenant: Tenant) -> None:
         with self._lock:
             self._db().execute(
-                "INSERT OR REPLACE INTO tenants (name, webhook_secret, updated_at) "
-                "VALUES (?, ?, ?)",
-                (tenant.name, tenant.webhook_secret, tenant.updated_at),
+                "INSERT OR REPLACE INTO tenants (name, webhook_secret, updated_at, "
+                "prompt_threshold) VALUES (?, ?, ?, ?)",
+                (tenant.name, tenant.webhook_secret, tenant.updated_at, tenant.prompt_threshold),
             )
 
     def _tenant_names(self) -> set[str]:
@@ -113,6 +118,7 @@ def _values(record: ApiKey) -> list[Any]:
         record.expires_at,
         record.revoked_at,
         record.rotated_to,
+        record.prompt_threshold,
     ]
 
 
@@ -127,4 +133,5 @@ def _record(row: sqlite3.Row) -> ApiKey:
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         rotated_to=row["rotated_to"],
+        prompt_threshold=row["prompt_threshold"],
     )

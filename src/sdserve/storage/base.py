@@ -49,6 +49,11 @@ def blob_key(image_id: str, tenant: str | None) -> str:
     return f"tenants/{checked_tenant(tenant)}/{shard}"
 
 
+def tenant_prefix(tenant: str) -> str:
+    """The key prefix every blob of ``tenant`` lives under (what ``delete_tenant`` drops)."""
+    return f"tenants/{checked_tenant(tenant)}/"
+
+
 def media_type(image_id: str) -> str:
     return "image/" + image_id.rsplit(".", 1)[1]
 
@@ -58,7 +63,6 @@ class StorageUnavailable(SdserveError):
     missing extra). Retryable for clients; operators read the message."""
 
     type = "storage_unavailable"
-    status = 503
     retryable = True
 
 
@@ -82,6 +86,10 @@ class BlobStore(Protocol):
         ...
 
     def exists(self, image_id: str, tenant: str | None = None) -> bool: ...
+
+    def delete_tenant(self, tenant: str) -> int:
+        """Remove every blob stored under ``tenant`` (an erasure); returns how many."""
+        ...
 
     def url(self, image_id: str, ttl_seconds: int, tenant: str | None = None) -> str | None:
         """A URL a client can GET the image from directly for ``ttl_seconds``, or None

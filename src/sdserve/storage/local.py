@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-from sdserve.storage.base import blob_key
+from sdserve.storage.base import blob_key, tenant_prefix
 
 
 class LocalBlobStore:
@@ -42,6 +43,14 @@ class LocalBlobStore:
             return True
         except FileNotFoundError:
             return False
+
+    def delete_tenant(self, tenant: str) -> int:
+        folder = self.root.joinpath(*tenant_prefix(tenant).rstrip("/").split("/"))
+        if not folder.is_dir():
+            return 0
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        shutil.rmtree(folder)
+        return len(files)
 
     def exists(self, image_id: str, tenant: str | None = None) -> bool:
         return self._path(image_id, tenant).exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from sdserve.storage.base import blob_key
+from sdserve.storage.base import blob_key, tenant_prefix
 
 
 class MemoryBlobStore:
@@ -28,6 +28,14 @@ class MemoryBlobStore:
         key = blob_key(image_id, tenant)
         with self._lock:
             return self._blobs.pop(key, None) is not None
+
+    def delete_tenant(self, tenant: str) -> int:
+        prefix = tenant_prefix(tenant)
+        with self._lock:
+            keys = [k for k in self._blobs if k.startswith(prefix)]
+            for k in keys:
+                del self._blobs[k]
+        return len(keys)
 
     def exists(self, image_id: str, tenant: str | None = None) -> bool:
         key = blob_key(image_id, tenant)

@@ -17,6 +17,7 @@ from sdserve.storage.base import (
     blob_key,
     checked_image_id,
     media_type,
+    tenant_prefix,
 )
 
 try:
@@ -167,6 +168,21 @@ class S3BlobStore:
         key = self.key(image_id, tenant)
         self._call(f"delete {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
         return existed
+
+    def delete_tenant(self, tenant: str) -> int:
+        prefix = self.prefix + tenant_prefix(tenant)
+
+        def drop() -> int:
+            count = 0
+            pages = self.client.get_paginator("list_objects_v2")
+            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if objects:  # at most 1000 a page, as delete_objects takes
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects})
+                    count += len(objects)
+            return count
+
+        return self._call(f"delete {prefix}*", drop)
 
     def url(self, image_id: str, ttl_seconds: int, tenant: str | None = None) -> str | None:
         key = self.key(image_id, tenant)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpcore
 import httpx
@@ -179,6 +179,13 @@ class WebhookSender:
         self._client.close()
 
 
+def _traceparent(payload: dict[str, Any]) -> str | None:
+    params = payload.get("parameters")
+    trace = params.get("trace") if isinstance(params, dict) else None
+    value = trace.get("traceparent") if isinstance(trace, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
@@ -266,6 +273,9 @@ class WebhookDispatcher:
         body = encode_payload(delivery.payload)
         headers = sign(delivery.secret, entry.id, self.clock(), body)
         headers["content-type"] = "application/json"
+        traceparent = _traceparent(delivery.payload)
+        if traceparent is not None:  # the receiver joins the trace the job came from
+            headers["traceparent"] = traceparent
         return self.sender.send(delivery.url, body, headers)
 
     def run_once(self, now: float | None = None) -> int:

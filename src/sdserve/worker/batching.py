@@ -35,6 +35,10 @@ def batch_request(jobs: list[Job], load: InputLoader | None = None) -> BatchRequ
         noise_level=spec.noise_level
         if spec.noise_level is not None
         else limits.DEFAULT_NOISE_LEVEL,
+        original_size=spec.original_size,
+        target_size=spec.target_size,
+        crops_coords_top_left=spec.crops_coords_top_left,
+        loras=tuple((ref.name, ref.scale) for ref in spec.loras),
     )
 
 

@@ -16,7 +16,6 @@ class InputUnavailable(SdserveError):
     """An input image was deleted (retention, erasure) before its job ran."""
 
     type = "input_unavailable"
-    status = 422
 
 
 def input_size(spec: JobSpec, stored: tuple[int, int]) -> tuple[int, int]:

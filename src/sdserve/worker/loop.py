@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from sdserve.domain.errors import ErrorInfo, GenerationFailed, OutOfMemory, SdserveError
 from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
 from sdserve.engine.base import BatchOutput, BatchRequest, GenerationEngine
+from sdserve.observability.context import log_job
 from sdserve.queue.base import JobQueue
 from sdserve.queue.batching import DEFAULT_AFFINITY_MAX_WAIT_S
 from sdserve.queue.events import WakeupBus
+from sdserve.results.cache import ResultCache
 from sdserve.storage.base import BlobStore
 from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
 from sdserve.worker.inputs import InputCache
+from sdserve.worker.moderation import ImageModeration
 
 log = logging.getLogger("sdserve.worker")
 
@@ -58,6 +61,8 @@ class Worker:
         worker_id: str | None = None,
         *,
         image_key: bytes,
+        moderation: ImageModeration | None = None,
+        results: ResultCache | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
@@ -66,6 +71,8 @@ class Worker:
         self.config = config
         self.id = worker_id or new_worker_id()
         self.image_key = image_key  # ServerKey.image_key: output ids are HMACs with it
+        self.moderation = moderation  # image checks before storing (docs/safety.md)
+        self.results = results  # the result cache (None: off)
         self.batches_done = 0
         self._finisher = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish")
@@ -121,10 +128,16 @@ class Worker:
     def process(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.wakeups.notify_job(job.id)  # running now
+        if self.results is not None:  # exact repeats: answered without the engine
+            jobs = self.results.answer(jobs, self.queue, self.id, self.wakeups, self.image_key)
+            if not jobs:
+                return
         inputs = InputCache(self.blobs)
         jobs = self._drop_unloadable(jobs, inputs)
         if not jobs:
             return
+        for job in jobs:
+            log_job(log, job, "job %s running (batch of %d)", job.id, len(jobs))
         beat = _Heartbeat(self, [j.id for j in jobs])
         beat.start()
         started = time.perf_counter()
@@ -185,10 +198,13 @@ class Worker:
             else:
                 err = GenerationFailed("engine returned no images for this job")
                 self.queue.fail(job.id, self.id, _job_error(err), retryable=True)
+            log_job(log, job, "job %s finished", job.id)
             self.wakeups.notify_job(job.id)
 
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
+        if self.moderation is not None:
+            return self.moderation.complete(self, job, item, elapsed)
         fmt = job.spec.output_format
         refs: list[ImageRef] = []
         for index, (image, seed) in enumerate(zip(item.images, job.spec.seeds, strict=True)):
@@ -203,6 +219,8 @@ class Worker:
         )
         if not self.queue.complete(job.id, self.id, result):
             log.warning("job %s: lease lost before completion; result dropped", job.id)
+        elif self.results is not None:
+            self.results.remember(job, result)
 
     def _fail_all(self, jobs: list[Job], exc: BaseException, retryable: bool) -> None:
         for job in jobs:

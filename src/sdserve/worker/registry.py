@@ -32,6 +32,8 @@ class WorkerState:
     device: str = ""
     updated_at: float = 0.0
     host: str = ""
+    # Bytes of weights each loaded model holds on this worker (engine/footprint.py).
+    models_memory: dict[str, int] = field(default_factory=dict)
 
 
 class WorkerRegistry(Protocol):

@@ -1,0 +1,71 @@
+"""What ``JobQueue.purge`` removes: the rules every backend applies the same way.
+
+Only finished jobs and workflows are purged (a queued or running one is canceled
+first by whoever wants it gone: a worker may hold it). ``redact_prompts`` keeps the
+jobs and blanks their prompts instead (prompts usually expire before results).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sdserve.domain.jobs import Job
+from sdserve.domain.requests import JobSpec
+from sdserve.domain.workflows import Workflow
+
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class PurgeFilter:
+    owners: tuple[str | None, ...] | None = None  # None: every owner
+    except_owners: tuple[str | None, ...] = ()  # ...but these (they have their own TTLs)
+    finished_before: float | None = None  # None: finished at any time
+    redact_prompts: bool = False
+    limit: int = 500  # jobs per call; call again while ``more``
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    jobs: list[Job] = field(default_factory=list)  # as they were: images to delete
+    workflows: list[str] = field(default_factory=list)
+    more: bool = False
+
+
+def _owner_ok(owner: str | None, flt: PurgeFilter) -> bool:
+    if owner in flt.except_owners:
+        return False
+    return flt.owners is None or owner in flt.owners
+
+
+def _old_enough(finished_at: float | None, flt: PurgeFilter) -> bool:
+    if flt.finished_before is None:
+        return True
+    return finished_at is not None and finished_at < flt.finished_before
+
+
+def job_matches(job: Job, flt: PurgeFilter) -> bool:
+    if not job.status.terminal or not _owner_ok(job.owner, flt):
+        return False
+    if not _old_enough(job.finished_at, flt):
+        return False
+    return not flt.redact_prompts or is_unredacted(job.spec)
+
+
+def workflow_matches(wf: Workflow, flt: PurgeFilter) -> bool:
+    if flt.redact_prompts:
+        return False  # a workflow's steps keep their specs until it is purged
+    return wf.status.terminal and _owner_ok(wf.owner, flt) and _old_enough(wf.finished_at, flt)
+
+
+def is_unredacted(spec: JobSpec) -> bool:
+    return spec.prompt != REDACTED or spec.negative_prompt not in ("", REDACTED)
+
+
+def redacted(spec: JobSpec) -> JobSpec:
+    return spec.model_copy(
+        update={
+            "prompt": REDACTED,
+            "negative_prompt": REDACTED if spec.negative_prompt else "",
+        }
+    )

@@ -1,0 +1,1 @@
+"""The result cache: exact repeats answered from stored images (see cache.py)."""
