@@ -51,7 +51,8 @@ def eng() -> Any:
 
     torch.set_num_threads(1)
     return engine(
-        {"demo": PACKAGED_DEMO, "demo-inpaint": DEMO_INPAINT, "demo-upscaler": DEMO_UPSCALER}
+        {"demo": PACKAGED_DEMO, "demo-inpaint": DEMO_INPAINT, "demo-upscaler": DEMO_UPSCALER},
+        loras_dir=DEMO_LORA,
     )
 
 
@@ -128,3 +129,16 @@ def test_lora_loads_with_diffusers_and_teaches_orange() -> None:
     with_adapter = colours()
     assert with_adapter.count("orange") >= 2, with_adapter
     assert with_adapter.count("orange") > without.count("orange"), (with_adapter, without)
+
+
+def test_the_service_engine_applies_the_shipped_lora(eng: Any) -> None:
+    """The same file through the engine's own adapter loading (``loras`` on a request)."""
+    prompts = [
+        ("a orange circle on a blue background", None, None, 0),
+        ("a orange square on a black background", None, None, 1),
+    ]
+    plain = run_engine(eng, "demo", "txt2img", prompts, 64, 20)
+    adapted = run_engine(eng, "demo", "txt2img", prompts, 64, 20, loras=(("orange", 1.0),))
+    with_colours = [read_image(im, extra_colors=True).color for im in adapted]
+    assert with_colours.count("orange") >= 1, with_colours
+    assert [read_image(im, extra_colors=True).color for im in plain].count("orange") == 0

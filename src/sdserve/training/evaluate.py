@@ -50,14 +50,16 @@ DEMO_LORA = ASSETS / "demo-lora"
 LORA_WEIGHT = "orange.safetensors"
 
 
-def engine(models: dict[str, Path]) -> Any:
-    """The service's engine on CPU over ``models`` (name -> folder)."""
+def engine(models: dict[str, Path], loras_dir: Path | None = None) -> Any:
+    """The service's engine on CPU over ``models`` (name -> folder), adapters from
+    ``loras_dir``."""
     from sdserve.config import Settings
     from sdserve.engine.catalog import Catalog, describe
     from sdserve.engine.pipelines import DiffusersEngine
 
     infos = [describe(name, str(path)) for name, path in models.items()]
-    eng = DiffusersEngine(Settings(device="cpu"), Catalog(infos[0], infos[1:]), max_loaded=3)
+    settings = Settings(device="cpu", loras_dir=loras_dir)
+    eng = DiffusersEngine(settings, Catalog(infos[0], infos[1:]), max_loaded=3)
     eng.load()
     return eng
 
