@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--general", action="store_true")
     parser.add_argument("--noise-level", type=int, default=20)
     parser.add_argument("--base", type=Path, default=DEMO_MODEL)
+    parser.add_argument("--seeds", type=int, default=1, help="lora: seeds per prompt")
     args = parser.parse_args(argv)
     import torch
 
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             args.path or DEMO_UPSCALER, args.n or 12, args.steps, args.noise_level
         )
     else:
-        result = eval_lora(args.path or DEMO_LORA, args.base, steps=args.steps)
+        result = eval_lora(args.path or DEMO_LORA, args.base, seeds=args.seeds, steps=args.steps)
     print(json.dumps(result, indent=2))
 
 
