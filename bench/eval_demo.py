@@ -3,7 +3,7 @@
 For every (colour, shape) pair and several seeds (each seed with a different
 background colour) it generates one 64x64 image through StableDiffusionPipeline at
 the default 20 steps and guidance 7.5, reads it back with the torch-free scorer in
-``sdserve.engine.demo_scenes`` and prints the adherence percentages. It also writes a
+``sdserve.training.scenes`` and prints the adherence percentages. It also writes a
 labelled grid of the samples.
 
     python bench/eval_demo.py [MODEL_DIR] [--seeds 4] [--grid docs/demo_samples.png]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from sdserve.engine.demo_scenes import (
+from sdserve.training.scenes import (
     COLORS,
     SHAPES,
     Adherence,

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import prepare_engine_env
-from sdserve.engine.demo_scenes import COLORS, SHAPES, Scene, read_image, render
+from sdserve.training.scenes import COLORS, SHAPES, Scene, read_image, render
 from sdserve.wiring import PACKAGED_DEMO
 
 prepare_engine_env()

@@ -205,7 +205,7 @@ def train_demo(
     from sdserve.engine.process_env import prepare_engine_env
 
     prepare_engine_env()
-    from sdserve.engine.demo_train import train_demo_model
+    from sdserve.training.txt2img import train_demo_model
 
     train_demo_model(path, seed=seed)
     typer.echo(f"demo model written to {path}")

@@ -1,6 +1,6 @@
 """Train the demo model: a tiny Stable Diffusion that draws what its caption says.
 
-Scenes come from the caption grammar in :mod:`sdserve.engine.demo_scenes` (flat
+Scenes come from the caption grammar in :mod:`sdserve.training.scenes` (flat
 coloured shapes at 64x64). The result is an ordinary SD1-layout diffusers folder
 (CLIP tokenizer + text encoder, UNet2DConditionModel, AutoencoderKL, scheduler)
 saved as safetensors, loadable by ``StableDiffusionPipeline.from_pretrained``.
@@ -10,7 +10,7 @@ so a rerun on the same machine and thread count gives byte-identical weights (ch
 on short runs). The defaults are the recipe of the shipped model; see
 docs/demo-model.md for the timings and the adherence it reaches.
 
-    python -m sdserve.engine.demo_train OUT_DIR [--seed S] [--threads 1] [--minutes N]
+    python -m sdserve.training.txt2img OUT_DIR [--seed S] [--threads 1] [--minutes N]
         [--vae-steps 1200] [--unet-steps 4000] [--schedule scaled_linear]
         [--prediction epsilon]
 """
@@ -23,7 +23,6 @@ import math
 import random
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sdserve.engine.demo import MAX_LENGTH
-from sdserve.engine.demo_arch import (
+from sdserve.training.arch import (
     BETA_SCHEDULES,
     build_models,
     build_tokenizer,
@@ -41,7 +40,8 @@ from sdserve.engine.demo_arch import (
     save_pipeline,
     train_betas,
 )
-from sdserve.engine.demo_scenes import IMAGE_SIZE, render, sample_scene
+from sdserve.training.common import batches, ema_update, lr_at, to_float
+from sdserve.training.scenes import IMAGE_SIZE, render, sample_scene
 
 
 @dataclass(frozen=True)
@@ -88,25 +88,6 @@ def make_dataset(n: int, seed: int, tokenizer: Any) -> tuple[torch.Tensor, torch
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), ids
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1.0
-
-
-def batches(n: int, batch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless deterministic shuffled index batches."""
-    while True:
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n - batch + 1, batch):
-            yield perm[i : i + batch]
-
-
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 # ----------------------------------------------------------------------------- stages
 
 
@@ -147,12 +128,6 @@ def encode_all(vae: Any, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
         means.append(dist.mean)
         stds.append(dist.std)
     return torch.cat(means), torch.cat(stds)
-
-
-def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-            e.lerp_(p, 1.0 - decay)
 
 
 def train_unet(
@@ -203,8 +178,8 @@ def train_unet(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_text, text_encoder, decay)
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text_encoder, decay)
         running += loss.item()
         if (step + 1) % cfg.log_every == 0 or step == cfg.unet_steps - 1:
             n = (step % cfg.log_every) + 1

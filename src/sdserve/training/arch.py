@@ -1,5 +1,5 @@
 """The demo model's architecture and file layout: tokenizer, VAE, text encoder, UNet,
-and saving them as an SD1 diffusers folder. Used by the trainer (demo_train.py)."""
+and saving them as an SD1 diffusers folder. Used by the trainers in this package."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from sdserve.engine.demo import MAX_LENGTH, learn_bpe
-from sdserve.engine.demo_scenes import IMAGE_SIZE, vocabulary
+from sdserve.training.scenes import IMAGE_SIZE, vocabulary
 
 LATENT_SIZE = IMAGE_SIZE // 4
 # linear (DDPM) ends near zero SNR, so flat colours do not leak through the noise;

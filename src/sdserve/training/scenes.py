@@ -28,6 +28,11 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
     "black": (15, 15, 15),
 }
+# Colours the base demo model never saw; only adapters (the demo LoRA) teach them.
+# sample_scene never draws them; render and the scorer know them when asked.
+# (The demo VAE decodes purple, magenta and grey as green: orange is the one it keeps.)
+EXTRA_COLORS: dict[str, tuple[int, int, int]] = {"orange": (245, 140, 20)}
+ALL_COLORS = {**COLORS, **EXTRA_COLORS}
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("left", "right", "top", "bottom", "center")
 SIZES = ("small", "large")
@@ -102,9 +107,9 @@ def _placement(scene: Scene, rng: random.Random, size: int) -> tuple[float, floa
 def render(scene: Scene, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw a scene (flat colours, no antialiasing); ``rng`` picks place and extent."""
     cx, cy, extent = _placement(scene, rng, size)
-    img = Image.new("RGB", (size, size), COLORS[scene.background])
+    img = Image.new("RGB", (size, size), ALL_COLORS[scene.background])
     draw = ImageDraw.Draw(img)
-    fill = COLORS[scene.color]
+    fill = ALL_COLORS[scene.color]
     h = extent / 2
     box = (cx - h, cy - h, cx + h, cy + h)
     if scene.shape == "circle":
@@ -120,13 +125,15 @@ def render(scene: Scene, rng: random.Random, size: int = IMAGE_SIZE) -> Image.Im
 
 _NAMES = list(COLORS)
 _PALETTE = np.array([COLORS[n] for n in _NAMES], dtype=np.float32)
+_ALL_NAMES = list(ALL_COLORS)
+_ALL_PALETTE = np.array([ALL_COLORS[n] for n in _ALL_NAMES], dtype=np.float32)
 
 
-def color_labels(image: Image.Image | np.ndarray) -> np.ndarray:
-    """Index into ``COLORS`` of the nearest palette colour, per pixel (H x W)."""
+def color_labels(image: Image.Image | np.ndarray, palette: np.ndarray = _PALETTE) -> np.ndarray:
+    """Index into ``palette`` (default: ``COLORS``) of the nearest colour, per pixel."""
     arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     pixels = arr.astype(np.float32)[..., None, :]
-    dist = ((pixels - _PALETTE) ** 2).sum(axis=-1)
+    dist = ((pixels - palette) ** 2).sum(axis=-1)
     return np.asarray(dist.argmin(axis=-1))
 
 
@@ -171,22 +178,24 @@ def nearest_shape(fill_ratio: float) -> str:
     return min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - fill_ratio))
 
 
-def read_image(image: Image.Image | np.ndarray) -> Reading:
-    labels = color_labels(image)
+def read_image(image: Image.Image | np.ndarray, extra_colors: bool = False) -> Reading:
+    """What ``image`` shows; ``extra_colors`` adds ``EXTRA_COLORS`` to the palette."""
+    names = _ALL_NAMES if extra_colors else _NAMES
+    labels = color_labels(image, _ALL_PALETTE if extra_colors else _PALETTE)
     border = np.concatenate(
         [labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()]
     )
-    bg = int(np.bincount(border, minlength=len(_NAMES)).argmax())
-    counts = np.bincount(labels.ravel(), minlength=len(_NAMES))
+    bg = int(np.bincount(border, minlength=len(names)).argmax())
+    counts = np.bincount(labels.ravel(), minlength=len(names))
     counts[bg] = 0
     obj = int(counts.argmax())
     if counts[obj] < MIN_OBJECT_PIXELS:
-        return Reading(_NAMES[bg], None, None, 0.0, None)
+        return Reading(names[bg], None, None, 0.0, None)
     region = _largest_component(labels == obj)
     ys, xs = np.nonzero(region)
     x0, x1, y0, y1 = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
     fill = float(region.sum()) / float((x1 - x0 + 1) * (y1 - y0 + 1))
-    return Reading(_NAMES[bg], _NAMES[obj], nearest_shape(fill), fill, (x0, y0, x1, y1))
+    return Reading(names[bg], names[obj], nearest_shape(fill), fill, (x0, y0, x1, y1))
 
 
 @dataclass
