@@ -44,6 +44,21 @@ def test_local_bus_wait_job_woken_from_another_thread() -> None:
     assert asyncio.run(scenario()) == (True, False)
 
 
+def test_a_job_wakeup_with_nobody_waiting_answers_the_next_wait() -> None:
+    # The API reads the job, then waits: a wake-up landing between the two must not be
+    # lost (it cost a whole poll interval on ~5% of synchronous requests).
+    bus = LocalWakeupBus()
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        bus.notify_job("job_1")  # the worker finished while the API was reading
+        early = await bus.wait_job("job_1", 0.05)
+        consumed = await bus.wait_job("job_1", 0.05)  # heard once, not forever
+        other = await bus.wait_job("job_2", 0.05)
+        return early, consumed, other
+
+    assert asyncio.run(scenario()) == (True, False, False)
+
+
 # --- socket bus across processes ---
 
 
