@@ -182,3 +182,33 @@ def test_healthz_fails_for_a_wedged_worker(tmp_path: Path) -> None:
         assert httpx.get(url).status_code == 200
     finally:
         http.close()
+
+
+def test_jobs_ended_by_the_image_check_are_counted_by_status(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sdserve.safety.images import ColourRangeChecker
+    from sdserve.safety.metrics import SafetyMetrics
+    from sdserve.safety.quarantine import Quarantine
+    from sdserve.safety.records import MemoryDecisionLog
+    from sdserve.worker.moderation import ImageModeration
+
+    q = MemoryQueue()
+    blobs = LocalBlobStore(tmp_path)
+    metrics = WorkerMetrics()
+    worker = _worker(q, FakeEngine(), blobs)
+    worker.metrics = metrics
+    flag_all = ColourRangeChecker(low=(0, 0, 0), high=(255, 255, 255))
+    worker.moderation = ImageModeration(
+        checker_for=lambda _model: flag_all,
+        quarantine=Quarantine(blobs, b"q" * 32),
+        log=MemoryDecisionLog(),
+        metrics=SafetyMetrics(CollectorRegistry()),
+        review="hold",
+    )
+    job = q.enqueue(NewJob(spec=job_spec(num_images=1)))[0]
+    assert worker.run_once()
+    after = q.get(job.id)
+    assert after is not None and after.status is JobStatus.held
+    text = generate_latest(metrics.registry).decode()
+    assert 'sdserve_jobs_finished_total{status="held"} 1.0' in text

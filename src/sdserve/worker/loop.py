@@ -282,7 +282,12 @@ class Worker:
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
         if self.moderation is not None:
-            return self.moderation.complete(self, job, item, elapsed)
+            self.moderation.complete(self, job, item, elapsed)
+            if self.metrics is not None:  # succeeded, held or failed by the image check
+                after = self.queue.get(job.id)
+                if after is not None and after.status.settled:
+                    self.metrics.job_finished(after.status.value)
+            return
         fmt = job.spec.output_format
         refs: list[ImageRef] = []
         for index, (image, seed) in enumerate(zip(item.images, job.spec.seeds, strict=True)):
