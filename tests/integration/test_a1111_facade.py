@@ -160,7 +160,8 @@ def test_extra_single_image_upscales(live_factory: Factory, edit_models_dir: Pat
     svc = start(live_factory, models_dir=str(edit_models_dir), max_loaded_models=4)
     api = api_for(svc, svc.services.keys.create("acme", Role.user).key)
     names = {u["name"]: u["scale"] for u in api.get_upscalers()}
-    assert names == {"x4": 4, "x2": 2}
+    # the test models, beside the packaged demo upscaler
+    assert {"x4": 4, "x2": 2}.items() <= names.items()
     image = Image.new("RGB", (64, 64), (10, 200, 30))
     out = api.extra_single_image(image=image, upscaling_resize=2)
     assert out.image.size == (128, 128)

@@ -138,7 +138,11 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("traversal image id", {"task": "img2img", "image_id": "../../etc/passwd"}, "image_id"),
     ("bad base64", {"task": "img2img", "image": "!!not base64!!"}, "image"),
     ("not an image", {"task": "img2img", "image": b64(b"hello world")}, "image"),
-    ("upscale without upscaler", {"task": "upscale", "image": b64(png())}, "model"),
+    (
+        "upscale on a model that cannot",
+        {"task": "upscale", "model": "tiny", "image": b64(png())},
+        "model",
+    ),
     ("upscale with width", {"task": "upscale", "image": b64(png()), "width": 128}, "width"),
     ("tiny input", {"task": "img2img", "image": b64(png((40, 40)))}, "image"),
     (
