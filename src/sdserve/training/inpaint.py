@@ -11,7 +11,7 @@ safetensors).
 Reproducible: every random draw comes from ``--seed`` and the step count is fixed
 (``--minutes`` adds an optional wall-clock cap; ``training.json`` records the steps).
 
-    python -m sdserve.training.inpaint OUT_DIR [--steps 1500] [--seed 0] [--minutes N]
+    python -m sdserve.training.inpaint OUT_DIR [--steps 3000] [--seed 0] [--minutes N]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class InpaintConfig:
     seed: int = 0
     threads: int = 1
     num_samples: int = 2000
-    steps: int = 1500
+    steps: int = 3000
     batch: int = 16
     lr: float = 4e-4
     warmup: int = 50
