@@ -25,6 +25,7 @@ from sdserve.observability.worker_http import WorkerHttp
 from sdserve.queue.factory import build_queue, build_wakeups
 from sdserve.results.cache import build_result_cache
 from sdserve.results.revision import model_revision
+from sdserve.safety.metrics import SafetyMetrics
 from sdserve.security.server_key import load_server_key
 from sdserve.startup import WORKER_BROKEN_MODEL
 from sdserve.wiring import build_blobs, build_catalog
@@ -182,7 +183,11 @@ def run_worker_process(settings: Settings, embedded: bool) -> None:
             registry.remove(state.id)
             raise SystemExit(WORKER_BROKEN_MODEL) from None
         metrics.model_loaded(default_model, time.perf_counter() - loading)
-        moderation = build_moderation(settings, blobs, server_key, catalog)
+        # Image-check decisions are counted on this worker's own metrics port: the API's
+        # /metrics never sees another process's counters.
+        moderation = build_moderation(
+            settings, blobs, server_key, catalog, metrics=SafetyMetrics(metrics.registry)
+        )
         if moderation is not None:  # a missing or broken checker stops the worker here
             moderation.checker_for(catalog.default.name)
         worker.moderation = moderation
