@@ -288,6 +288,14 @@ class Settings(BaseSettings):
         description="Approve prompts when the moderation service fails (default: refuse "
         "with 503 moderation_unavailable).",
     )
+    preview_every_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Live previews of running jobs (A1111 /sdapi/v1/progress `current_image`): "
+        "at most one per job this many seconds apart, from the latents without a VAE decode "
+        "(SD 4-channel latents only). 0: off. Never made while an image checker is on.",
+    )
     image_checker: Literal["off", "model", "nudenet"] = Field(
         "off",
         description="Check generated images: the checkpoint's own safety_checker, NudeNet "

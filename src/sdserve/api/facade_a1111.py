@@ -41,6 +41,7 @@ from sdserve.api.submit import Uploads, model_for_task
 from sdserve.api.sync_run import Finished, run_sync
 from sdserve.domain.errors import InvalidRequest, JobCanceled
 from sdserve.domain.jobs import Job
+from sdserve.domain.previews import preview_id, previews_allowed
 from sdserve.domain.requests import GenerateRequest, Task
 from sdserve.imaging import ImageLimits, decode_base64, decode_mask, encode_png
 
@@ -222,8 +223,9 @@ async def extra_single_image(request: Request, principal: Writer) -> dict[str, A
 
 @router.get("/progress")
 async def progress(request: Request, principal: Reader) -> dict[str, Any]:
-    """The caller's latest A1111 job. ``current_image`` is always null: sdserve makes no
-    preview images while denoising."""
+    """The caller's latest A1111 job. ``current_image``: its live preview (base64 PNG)
+    while it runs, when previews are on (``SDSERVE_PREVIEW_EVERY_S``) and no image
+    checker is configured; otherwise null."""
     services = services_of(request)
     job = None
     for job_id in state_of(request).recent(principal.owner):
@@ -243,7 +245,22 @@ async def progress(request: Request, principal: Reader) -> dict[str, Any]:
     if job.status.value == "queued":
         position = await run_in_threadpool(services.queue.queue_position, job.id)
         text = f"queued, {position} jobs ahead"
-    return _progress_body(fraction, eta, job.id, job.progress_step, job.progress_total, text)
+    body = _progress_body(fraction, eta, job.id, job.progress_step, job.progress_total, text)
+    if job.status.value == "running":
+        body["current_image"] = await run_in_threadpool(
+            current_image, services, job, principal.owner
+        )
+    return body
+
+
+def current_image(services: Services, job: Job, tenant: str | None) -> str | None:
+    """The job's stored preview, base64, from the caller's space (domain/previews.py)."""
+    settings = services.settings
+    if not previews_allowed(settings.preview_every_s, settings.image_checker):
+        return None
+    ident = preview_id(job.id, services.server_key.image_key)
+    data = services.blobs.get(ident, tenant=tenant)
+    return base64.b64encode(data).decode() if data is not None else None
 
 
 def _progress_body(

@@ -31,6 +31,7 @@ from sdserve.engine.base import (
     StepCallback,
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
+from sdserve.engine.previews import PreviewClock, preview_sink
 
 FAKE_MAX_TOKENS = 77
 
@@ -107,9 +108,15 @@ class FakeEngine:
         canceled: set[str] = set()
         editing = request.task in ("img2img", "inpaint")
         total = steps_run(request.num_inference_steps, request.strength if editing else None)
+        sink = preview_sink(on_step)
+        clock = PreviewClock(sink) if sink is not None else None
         for step in range(1, total + 1):
             if self.step_delay:
                 time.sleep(self.step_delay)
+            if sink is not None and clock is not None and clock.due():
+                for it in request.items:
+                    if it.job_id not in canceled:
+                        sink(it.job_id, _preview(request, it, step / total))
             canceled |= on_step(step, total) & job_ids
             if canceled == job_ids:
                 return BatchOutput(items={}, canceled=canceled)
@@ -124,6 +131,12 @@ class FakeEngine:
                 warnings.append(f"prompt truncated to {FAKE_MAX_TOKENS} tokens")
             out[it.job_id] = ItemOutput(it.job_id, images, warnings)
         return BatchOutput(items=out, canceled=canceled)
+
+
+def _preview(request: BatchRequest, item: BatchItem, done: float) -> Image.Image:
+    """The job's first image fading in from grey as its steps go by."""
+    final = _edit(request, item, item.seeds[0])
+    return Image.blend(Image.new("RGB", final.size, (128, 128, 128)), final, done)
 
 
 def _check_inputs(req: BatchRequest) -> None:

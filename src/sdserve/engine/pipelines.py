@@ -63,6 +63,7 @@ from sdserve.engine.device import (
     pick_dtype,
 )
 from sdserve.engine.editing import blur_mask, conform, keep_unmasked
+from sdserve.engine.latent_preview import LatentPreviewer
 from sdserve.engine.loader import load_pipeline
 from sdserve.engine.lora_files import lora_path
 from sdserve.engine.memory import (
@@ -73,6 +74,7 @@ from sdserve.engine.memory import (
 )
 from sdserve.engine.microbatch import guidance_pairs
 from sdserve.engine.model_cache import ModelCache, Resident
+from sdserve.engine.previews import first_rows, preview_sink
 from sdserve.engine.residency import PipelinePlacement
 from sdserve.engine.schedulers import make_scheduler
 from sdserve.engine.tasks import AllCanceled, LoadedModel, Progress, task_pipeline
@@ -319,6 +321,9 @@ class DiffusersEngine:
         editing = req.task in ("img2img", "inpaint")
         steps = steps_run(req.num_inference_steps, req.strength if editing else None)
         progress = Progress(on_step, job_ids, steps)
+        sink = preview_sink(on_step)
+        if sink is not None and self.settings.image_checker == "off" and req.task != "upscale":
+            progress.preview = LatentPreviewer(sink, first_rows(req), req.width, req.height)
         pipe: Any = None
         try:
             model.adapters.apply(model.pipe, req.loras, self._lora_path, self.metrics)

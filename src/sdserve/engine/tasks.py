@@ -10,6 +10,7 @@ Inpainting checkpoints (9-channel UNet) and upscalers are loaded as their own pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,8 @@ class Progress:
         self.part = 0
         self.done = 0  # steps finished in the current part
         self.canceled: set[str] = set()
+        # Live previews (engine/latent_preview.py), called with the step's tensors.
+        self.preview: Callable[[dict[str, Any], set[str]], None] | None = None
 
     def start_part(self, index: int) -> None:
         self.part, self.done = index, 0
@@ -113,6 +116,8 @@ class Progress:
         calls after every loop iteration, ``pipe.num_timesteps`` of them."""
         order = int(getattr(pipe.scheduler, "order", 1))
         if is_step_end(i, int(pipe.num_timesteps), self.steps, order):
+            if self.preview is not None:
+                self.preview(kwargs, self.canceled)
             try:
                 self._step()
             except AllCanceled:

@@ -25,6 +25,7 @@ from sdserve.worker.batching import batch_request, merge_outputs, split_request
 from sdserve.worker.encode import encode_image
 from sdserve.worker.inputs import InputCache
 from sdserve.worker.moderation import ImageModeration
+from sdserve.worker.previews import JobPreviews, drop_previews
 
 if TYPE_CHECKING:
     from sdserve.observability.prom import WorkerMetrics
@@ -50,6 +51,8 @@ class WorkerConfig:
     affinity_max_wait_s: float = DEFAULT_AFFINITY_MAX_WAIT_S
     # SIGTERM grace: a running batch that will not be done within it is released.
     drain_s: float = 25.0
+    # Live previews (worker/previews.py): at most one per job this often; 0: none.
+    preview_every_s: float = 0.0
 
 
 def new_worker_id() -> str:
@@ -202,6 +205,9 @@ class Worker:
             log.exception("batch failed")
             self._fail_all(jobs, exc, retryable=True)
             return
+        finally:
+            if self.config.preview_every_s > 0:
+                drop_previews(self.blobs, self.image_key, jobs)
         elapsed = time.perf_counter() - started
         if not self._holds(ids):  # released on shutdown: the results are not ours
             beat.stop()
@@ -250,9 +256,9 @@ class Worker:
         return keep
 
     def _generate(self, req: BatchRequest, jobs: list[Job]) -> BatchOutput:
-        progress = _Progress(self, req)
+        progress = _Progress(self, req, jobs)
         try:
-            return self.engine.generate(req, progress.on_step)
+            return self.engine.generate(req, progress)
         except OutOfMemory:
             halves = split_request(req)
             if halves is None:
@@ -332,14 +338,24 @@ def _job_error(exc: BaseException) -> JobError:
 class _Progress:
     """Step callback: reports progress (throttled) and picks up cancel requests."""
 
-    def __init__(self, worker: Worker, req: BatchRequest) -> None:
+    def __init__(self, worker: Worker, req: BatchRequest, jobs: list[Job]) -> None:
         self.worker = worker
         self.ids = [it.job_id for it in req.items]
+        every_s = worker.config.preview_every_s
+        # Never with an image checker: a preview is an unchecked image.
+        self.previews = (
+            JobPreviews(worker.blobs, worker.image_key, jobs, every_s)
+            if every_s > 0 and worker.moderation is None
+            else None
+        )
         self.last_report = 0.0
         self.last_cancel_check = float("-inf")
         self.canceled: set[str] = set()
         self.started = time.monotonic()
         self.last_step_at = self.started
+
+    def __call__(self, step: int, total: int) -> set[str]:
+        return self.on_step(step, total)
 
     def on_step(self, step: int, total: int) -> set[str]:
         w = self.worker

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from sdserve.config import Settings
 from sdserve.domain.errors import ModelLoadError
+from sdserve.domain.previews import previews_allowed
 from sdserve.engine.base import GenerationEngine
 from sdserve.engine.catalog import Catalog
 from sdserve.engine.process_env import prepare_engine_env
@@ -60,6 +61,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
         background_finish=True,
         affinity_max_wait_s=settings.affinity_max_wait_ms / 1000,
         drain_s=settings.drain_seconds,
+        preview_every_s=settings.preview_every_s
+        if previews_allowed(settings.preview_every_s, settings.image_checker)
+        else 0.0,
     )
 
 
