@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,3 +121,41 @@ def test_lru_cache_loads_on_demand(demo_model_dir: Path) -> None:
     eng.load()
     eng.generate(BatchRequest("two", "txt2img", 64, 64, 1, 1.0, "euler", [A]), _none)
     assert {m.name: m.loaded for m in eng.models()} == {"one": False, "two": True}
+
+
+class _WithPreviews:
+    """A step callback carrying a preview sink (engine/previews.py)."""
+
+    def __init__(self) -> None:
+        self.previews = self
+        self.every_s = 0.000001  # every step
+        self.got: list[tuple[str, Any]] = []
+
+    def __call__(self, *args: Any) -> Any:
+        if len(args) == 2 and isinstance(args[0], str):  # the sink: (job_id, image)
+            self.got.append(args)
+            return None
+        return set()  # the step callback: (step, total)
+
+
+def test_previews_from_latents_change_no_output(engine: DiffusersEngine) -> None:
+    plain = engine.generate(_req([A, B], size=96), _none)
+    steps = _WithPreviews()
+    shown = engine.generate(_req([A, B], size=96), steps)
+    assert {job for job, _ in steps.got} == {"a", "b"}
+    assert len(steps.got) == 2 * STEPS
+    assert all(im.size == (96, 96) and im.mode == "RGB" for _, im in steps.got)
+    for job in ("a", "b"):
+        assert all(
+            np.array_equal(x, y)
+            for x, y in zip(_arrays(plain, job), _arrays(shown, job), strict=True)
+        )
+    # With an image checker configured the engine makes none, whatever it is handed.
+    settings = engine.settings
+    engine.settings = settings.model_copy(update={"image_checker": "model"})
+    try:
+        checked = _WithPreviews()
+        engine.generate(_req([A], size=64), checked)
+        assert checked.got == []
+    finally:
+        engine.settings = settings

@@ -97,3 +97,14 @@ def test_preview_ids_are_keyed_valid_and_not_image_ids() -> None:
     assert previews_allowed(0.5, "off")
     assert not previews_allowed(0.0, "off")
     assert not previews_allowed(0.5, "model") and not previews_allowed(0.5, "nudenet")
+
+
+def test_workers_get_no_preview_interval_with_an_image_checker() -> None:
+    from sdserve.config import Settings
+    from sdserve.worker.process import worker_config
+
+    assert worker_config(Settings(preview_every_s=0.5)).preview_every_s == 0.5
+    assert worker_config(Settings()).preview_every_s == 0.0
+    for checker in ("model", "nudenet"):
+        settings = Settings(preview_every_s=0.5, image_checker=checker)
+        assert worker_config(settings).preview_every_s == 0.0
