@@ -24,4 +24,23 @@ echo "== server vs direct (512x512, 20 steps, fp16)"
 timeout 200 python3 -m bench.server_vs_direct --model /tmp/sd15 --size 512 --steps 20 --n 12
 echo "== batching (8 clients, 512x512, 20 steps)"
 timeout 300 python3 -m bench.batching --model /tmp/sd15 --size 512 --steps 20 --requests 32
+echo "== engine vs plain and compiled diffusers (batch 1/4/8), SDXL-shaped s/step"
+timeout 420 python3 -m bench.gpu.compare --model /tmp/sd15 --batches 1,4,8
+echo "== model switch: from disk, from the RAM tier, loaded"
+timeout 200 python3 -m bench.model_switch --model /tmp/sd15 --device cuda
+echo "== cold start to ready (sdserve serve, SD1.5-shaped, compiled UNet + VAE)"
+timeout 300 python3 - <<'PY'
+import tempfile, time
+from pathlib import Path
+from sdserve.testing import ServeProcess
+for compiled in ("false", "true"):
+    t0 = time.perf_counter()
+    proc = ServeProcess(Path(tempfile.mkdtemp()) / "data", model="/tmp/sd15", device="cuda",
+                        torch_compile=compiled, compile_vae=compiled)
+    try:
+        proc.wait_ready(timeout=280)
+        print(f"cold start (compile={compiled}): {time.perf_counter() - t0:.1f} s to ready")
+    finally:
+        proc.stop()
+PY
 echo "== done"
