@@ -348,10 +348,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Finished jobs are deleted after this, with their images and inputs (0: kept).",
     )
+    retention_images_seconds: int = Field(
+        0,
+        ge=0,
+        description="Images (outputs and inputs) of finished jobs are deleted after this; "
+        "the job is kept, its images shown as expired (0: kept).",
+    )
     retention_overrides: dict[str, dict[str, int]] = Field(
         default_factory=dict,
         description='Per-tenant TTLs over the defaults, JSON: {"acme": {"jobs": 86400, '
-        '"prompts": 3600}} (0: kept).',
+        '"prompts": 3600, "images": 604800}} (0: kept).',
     )
     retention_sweep_interval_seconds: float = Field(
         300.0, gt=0, description="How often the API process runs the retention sweeper."

@@ -898,6 +898,37 @@ def test_purge_redacts_prompts_and_pages_with_a_limit(queue: JobQueue) -> None:
     assert [j.id for j in queue.purge(PurgeFilter(owners=(None,))).jobs] == ids
 
 
+def test_purge_expires_images_but_keeps_the_jobs(queue: JobQueue) -> None:
+    from sdserve.domain.requests import Task
+    from sdserve.queue.purge import PurgeFilter
+
+    old = _finished(queue, T0, "acme")
+    edit_spec = spec().model_copy(update={"task": Task.inpaint, "image": "in.png", "mask": "m.png"})
+    edit, _ = queue.enqueue(NewJob(spec=edit_spec, owner="acme"), now=T0 + 1)
+    queue.cancel(edit.id, now=T0 + 2)  # ended without a result: only its inputs to delete
+    young = _finished(queue, T0 + 50, "acme")
+    out = queue.purge(PurgeFilter(finished_before=T0 + 20, expire_images=True, limit=1))
+    assert [j.id for j in out.jobs] == [old] and out.more
+    assert out.jobs[0].result is not None and not out.jobs[0].result.images[0].expired  # as it was
+    kept = fetch(queue, old)
+    assert kept.status is JobStatus.succeeded and kept.result is not None
+    assert [im.expired for im in kept.result.images] == [True]
+    assert kept.public()["result"]["images"][0]["url"] is None
+    rest = queue.purge(PurgeFilter(finished_before=T0 + 20, expire_images=True))
+    assert [j.id for j in rest.jobs] == [edit.id] and not rest.more
+    assert rest.jobs[0].spec.image == "in.png"  # as it was: the caller deletes the inputs
+    inputs = fetch(queue, edit.id).spec
+    assert (inputs.image, inputs.mask, inputs.prompt) == (None, None, "a cat")
+    # Done once: nothing left to expire; the young job keeps its image.
+    assert queue.purge(PurgeFilter(finished_before=T0 + 20, expire_images=True)).jobs == []
+    assert not fetch(queue, young).result.images[0].expired  # type: ignore[union-attr]
+    # The records are still purged by the jobs TTL later.
+    assert {j.id for j in queue.purge(PurgeFilter(finished_before=T0 + 20)).jobs} == {
+        old,
+        edit.id,
+    }
+
+
 def test_purge_removes_finished_workflows_and_their_steps(queue: JobQueue) -> None:
     from sdserve.queue.purge import PurgeFilter
 

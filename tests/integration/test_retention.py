@@ -129,6 +129,63 @@ def test_prompts_and_jobs_expire_per_tenant_with_their_images(live_factory: Fact
     assert svc.services.audit.verify().ok
 
 
+def test_images_expire_before_their_jobs_per_tenant(live_factory: Factory) -> None:
+    from sdserve.engine.fake import FakeEngine
+
+    clock = Clock(time.time())
+    svc = live_factory(
+        auth="on",
+        queue_backend="sqlite",
+        retention_images_seconds=100,
+        retention_jobs_seconds=10_000,
+        retention_overrides={"beta": {"images": 30}},
+        clock=clock,
+    )
+    svc.start_workers(FakeEngine())
+    acme, beta = _key(svc, "acme"), _key(svc, "beta")
+    a_job, b_job = _finished_job(svc, acme, "a"), _finished_job(svc, beta, "b")
+    a_imgs, b_imgs = _images(svc, a_job), _images(svc, b_job)
+    blobs = svc.services.blobs
+    with svc.client(headers=beta) as c:
+        b_url = c.get(f"/v1/jobs/{b_job}").json()["result"]["images"][0]["url"]
+        assert c.get(b_url).status_code == 200
+
+    clock.t += 60  # past beta's 30 s, not the default 100 s
+    report = retention.sweep(svc.services)
+    assert (report.images, report.jobs, report.prompts) == (len(b_imgs), 0, 0)
+    assert not any(blobs.exists(i, tenant="beta") for i in b_imgs)
+    assert all(blobs.exists(i, tenant="acme") for i in a_imgs)
+    with svc.client(headers=beta) as c:
+        view = c.get(f"/v1/jobs/{b_job}").json()
+        assert view["status"] == "succeeded" and view["parameters"]["prompt"] == "b"
+        assert view["result"]["images"][0] == {
+            "id": None,
+            "url": None,
+            "seed": view["result"]["seed_used"],
+            "withheld": False,
+            "reason": None,
+            "expired": True,
+        }
+        assert c.get(b_url).status_code == 404
+
+    clock.t += 60
+    assert retention.sweep(svc.services).images == len(a_imgs)
+    assert not any(blobs.exists(i, tenant="acme") for i in a_imgs)
+    assert retention.sweep(svc.services).deleted == 0  # nothing new to do
+    with svc.client(headers=acme) as c:
+        assert c.get(f"/v1/jobs/{a_job}").json()["result"]["images"][0]["expired"] is True
+
+    clock.t += 10_000  # the records go too, with no image left to count
+    assert (retention.sweep(svc.services).jobs, svc.services.queue.get(a_job)) == (2, None)
+    sweeps = svc.services.audit.query(AuditQuery(action="retention.sweep"))
+    assert [(e.details["images"], e.details["jobs"]) for e in sweeps] == [
+        (len(b_imgs), 0),
+        (len(a_imgs), 0),
+        (0, 2),
+    ]
+    assert svc.services.audit.verify().ok
+
+
 def test_erasure_deletes_a_tenants_data_and_is_audited(live_factory: Factory) -> None:
     from sdserve.engine.fake import FakeEngine
 

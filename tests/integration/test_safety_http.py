@@ -228,6 +228,7 @@ def test_held_images_quarantined_then_approved_or_rejected_and_appealed(
                 "seed": 5,
                 "withheld": True,
                 "reason": im["reason"],
+                "expired": False,
             }
             assert "mean colour" in im["reason"] and view["error"]["type"] == "held_for_review"
             _unreachable(svc, c, job_id, 1)

@@ -20,12 +20,14 @@ class GenerateResponse(BaseModel):
 
 
 class ImageView(BaseModel):
-    # id and url are null for an image withheld by the image check (docs/safety.md).
+    # id and url are null for an image withheld by the image check (docs/safety.md)
+    # or deleted by the image TTL (docs/security.md, retention).
     id: str | None
     url: str | None
     seed: int
     withheld: bool = False
     reason: str | None = Field(None, description="why the image check withheld it")
+    expired: bool = Field(False, description="deleted by the image retention TTL")
 
 
 class ResultView(BaseModel):

@@ -39,6 +39,8 @@ class ImageRef(BaseModel):
     # Not served: flagged by the image check (or held for review until approved).
     withheld: bool = False
     safety: str | None = None  # the checker's reason, for a flagged image
+    # Deleted by the image TTL (SDSERVE_RETENTION_IMAGES_SECONDS); the job is kept.
+    expired: bool = False
 
 
 class JobResult(BaseModel):
@@ -143,14 +145,22 @@ class Job(BaseModel):
 
 
 def _public_image(im: ImageRef, base_url: str) -> dict[str, Any]:
-    if im.withheld:  # never a link to an image that is not served
-        return {"id": None, "url": None, "seed": im.seed, "withheld": True, "reason": im.safety}
+    if im.withheld or im.expired:  # never a link to an image that is not served
+        return {
+            "id": None,
+            "url": None,
+            "seed": im.seed,
+            "withheld": im.withheld,
+            "reason": im.safety if im.withheld else None,
+            "expired": im.expired,
+        }
     return {
         "id": im.id,
         "url": f"{base_url}/v1/images/{im.id}",
         "seed": im.seed,
         "withheld": False,
         "reason": None,
+        "expired": False,
     }
 
 

@@ -33,7 +33,14 @@ from sdserve.queue.common import (
     workflow_payload,
 )
 from sdserve.queue.memory_outbox import MemoryOutbox
-from sdserve.queue.purge import PurgeFilter, PurgeResult, job_matches, redacted, workflow_matches
+from sdserve.queue.purge import (
+    PurgeFilter,
+    PurgeResult,
+    images_expired,
+    job_matches,
+    redacted,
+    workflow_matches,
+)
 
 
 @dataclass
@@ -359,6 +366,10 @@ class MemoryQueue(MemoryOutbox):
                 for job in picked:
                     entry = self._entries[job.id]
                     entry.job = job.model_copy(update={"spec": redacted(job.spec)})
+                return PurgeResult([j.model_copy() for j in picked], [], more)
+            if flt.expire_images:
+                for job in picked:
+                    self._entries[job.id].job = images_expired(job)
                 return PurgeResult([j.model_copy() for j in picked], [], more)
             gone = {j.id for j in picked}
             for job_id in gone:

@@ -2,7 +2,9 @@
 
 Only finished jobs and workflows are purged (a queued or running one is canceled
 first by whoever wants it gone: a worker may hold it). ``redact_prompts`` keeps the
-jobs and blanks their prompts instead (prompts usually expire before results).
+jobs and blanks their prompts instead (prompts usually expire before results);
+``expire_images`` keeps the jobs and marks their images expired, dropping the input
+image ids (the caller deletes those blobs: images may expire long before records).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class PurgeFilter:
     except_owners: tuple[str | None, ...] = ()  # ...but these (they have their own TTLs)
     finished_before: float | None = None  # None: finished at any time
     redact_prompts: bool = False
+    expire_images: bool = False
     limit: int = 500  # jobs per call; call again while ``more``
 
 
@@ -49,11 +52,13 @@ def job_matches(job: Job, flt: PurgeFilter) -> bool:
         return False
     if not _old_enough(job.finished_at, flt):
         return False
+    if flt.expire_images:
+        return has_live_images(job)
     return not flt.redact_prompts or is_unredacted(job.spec)
 
 
 def workflow_matches(wf: Workflow, flt: PurgeFilter) -> bool:
-    if flt.redact_prompts:
+    if flt.redact_prompts or flt.expire_images:
         return False  # a workflow's steps keep their specs until it is purged
     return wf.status.terminal and _owner_ok(wf.owner, flt) and _old_enough(wf.finished_at, flt)
 
@@ -69,3 +74,20 @@ def redacted(spec: JobSpec) -> JobSpec:
             "negative_prompt": REDACTED if spec.negative_prompt else "",
         }
     )
+
+
+def has_live_images(job: Job) -> bool:
+    """Images (outputs or stored inputs) the image TTL has not expired yet."""
+    if job.spec.image is not None or job.spec.mask is not None:
+        return True
+    return job.result is not None and any(not im.expired for im in job.result.images)
+
+
+def images_expired(job: Job) -> Job:
+    """The job as kept once its images are deleted: outputs marked expired (their ids
+    stay, never shown, so a later purge finds nothing to delete twice), inputs gone."""
+    update: dict[str, object] = {"spec": job.spec.model_copy(update={"image": None, "mask": None})}
+    if job.result is not None:
+        images = [im.model_copy(update={"expired": True}) for im in job.result.images]
+        update["result"] = job.result.model_copy(update={"images": images})
+    return job.model_copy(update=update)

@@ -1,9 +1,9 @@
 """``RedisQueue.purge`` (queue/purge.py has the rules).
 
 Candidates come from the terminal-status list indexes; each job is removed (or its
-prompt blanked) in its own WATCHed transaction, so a dead letter requeued meanwhile
-is left alone. Outbox entries and workflows have no owner index: a purge SCANs them,
-which is fine for a sweeper that runs every few minutes.
+prompt blanked, or its images marked expired) in its own WATCHed transaction, so a
+dead letter requeued meanwhile is left alone. Outbox entries and workflows have no
+owner index: a purge SCANs them, which is fine for a sweeper that runs every few minutes.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from sdserve.domain.workflows import Workflow
 from sdserve.queue.purge import (
     PurgeFilter,
     PurgeResult,
+    images_expired,
     job_matches,
     redacted,
     workflow_matches,
 )
 from sdserve.queue.redis_keys import Keys, idem_field
-from sdserve.queue.redis_store import load_job
+from sdserve.queue.redis_store import dump_job, load_job
 
 _TERMINAL = [s.value for s in JobStatus if s.terminal]
 
@@ -56,6 +57,13 @@ def _purge_job(r: Any, keys: Keys, job_id: str, flt: PurgeFilter) -> Job | None:
             pipe.multi()
             if flt.redact_prompts:
                 pipe.hset(keys.job(job_id), "spec", redacted(job.spec).model_dump_json())
+            elif flt.expire_images:
+                kept = images_expired(job)
+                pipe.hset(
+                    keys.job(job_id),
+                    mapping={"spec": kept.spec.model_dump_json(), "b": dump_job(kept)},
+                )
+                pipe.hincrby(keys.job(job_id), "v", 1)  # a write read before this one fails
             else:
                 pipe.delete(keys.job(job_id))
                 for key in keys.job_indexes(job):
@@ -79,7 +87,7 @@ def purge(r: Any, keys: Keys, flt: PurgeFilter) -> PurgeResult:
         job = _purge_job(r, keys, job_id, flt)
         if job is not None:
             picked.append(job)
-    if flt.redact_prompts:
+    if flt.redact_prompts or flt.expire_images:
         return PurgeResult(picked, [], more)
     workflows: list[str] = []
     for key in r.scan_iter(match=keys.prefix + "wf:*", count=500):

@@ -10,6 +10,7 @@ from sdserve.queue import sqlite_ops as ops
 from sdserve.queue.purge import (
     PurgeFilter,
     PurgeResult,
+    images_expired,
     job_matches,
     redacted,
     workflow_matches,
@@ -40,6 +41,15 @@ def purge(conn: sqlite3.Connection, flt: PurgeFilter) -> PurgeResult:
         for job in picked:
             spec = redacted(job.spec).model_dump_json()
             conn.execute("UPDATE jobs SET spec = ? WHERE id = ?", (spec, job.id))
+        return PurgeResult(picked, [], more)
+    if flt.expire_images:
+        for job in picked:
+            kept = images_expired(job)
+            result = kept.result.model_dump_json() if kept.result is not None else None
+            conn.execute(
+                "UPDATE jobs SET spec = ?, result = ? WHERE id = ?",
+                (kept.spec.model_dump_json(), result, job.id),
+            )
         return PurgeResult(picked, [], more)
     for job in picked:
         conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))

@@ -1,6 +1,8 @@
 """Retention: the sweeper that deletes what has outlived its TTL, in the API process.
 
 It blanks the prompts of finished jobs older than SDSERVE_RETENTION_PROMPTS_SECONDS,
+deletes the images and inputs of finished jobs older than
+SDSERVE_RETENTION_IMAGES_SECONDS (the jobs stay, their images shown as expired),
 deletes finished jobs (and workflows) older than SDSERVE_RETENTION_JOBS_SECONDS with
 their images and inputs, per-tenant overrides first; and prunes audit entries older
 than SDSERVE_RETENTION_AUDIT_SECONDS (the oldest first, so the rest of the chain still
@@ -45,13 +47,14 @@ class SweepReport:
         return self.audit_entries + self.prompts + self.jobs + self.workflows + self.images
 
 
-RETENTION_KINDS = ("prompts", "jobs")
+RETENTION_KINDS = ("prompts", "jobs", "images")
 
 
 @dataclass(frozen=True)
 class TenantTTL:
     prompts: int
     jobs: int
+    images: int = 0
 
 
 def tenant_ttls(settings: Settings) -> dict[str, TenantTTL]:
@@ -70,6 +73,7 @@ def tenant_ttls(settings: Settings) -> dict[str, TenantTTL]:
         out[tenant] = TenantTTL(
             values.get("prompts", settings.retention_prompts_seconds),
             values.get("jobs", settings.retention_jobs_seconds),
+            values.get("images", settings.retention_images_seconds),
         )
     return out
 
@@ -80,6 +84,7 @@ def enabled(services: Services) -> bool:
         s.retention_audit_seconds
         or s.retention_prompts_seconds
         or s.retention_jobs_seconds
+        or s.retention_images_seconds
         or any(any(v.values()) for v in s.retention_overrides.values())
     )
 
@@ -109,6 +114,8 @@ def purge_all(services: Services, flt: PurgeFilter, tally: _Tally) -> None:
         out = services.queue.purge(flt)
         if flt.redact_prompts:
             tally.prompts += len(out.jobs)
+        elif flt.expire_images:
+            tally.images += delete_job_blobs(services, out.jobs)
         else:
             tally.jobs += len(out.jobs)
             tally.workflows += len(out.workflows)
@@ -125,7 +132,11 @@ def sweep(services: Services, now: float | None = None) -> SweepReport:
     scopes: list[tuple[PurgeFilter, TenantTTL]] = [
         (
             PurgeFilter(except_owners=tuple(overrides)),
-            TenantTTL(settings.retention_prompts_seconds, settings.retention_jobs_seconds),
+            TenantTTL(
+                settings.retention_prompts_seconds,
+                settings.retention_jobs_seconds,
+                settings.retention_images_seconds,
+            ),
         )
     ]
     scopes += [(PurgeFilter(owners=(t,)), ttl) for t, ttl in overrides.items()]
@@ -133,6 +144,9 @@ def sweep(services: Services, now: float | None = None) -> SweepReport:
     for base, ttl in scopes:
         if ttl.prompts:
             flt = replace(base, finished_before=ts - ttl.prompts, redact_prompts=True)
+            purge_all(services, flt, tally)
+        if ttl.images and (not ttl.jobs or ttl.images < ttl.jobs):
+            flt = replace(base, finished_before=ts - ttl.images, expire_images=True)
             purge_all(services, flt, tally)
         if ttl.jobs:
             purge_all(services, replace(base, finished_before=ts - ttl.jobs), tally)
