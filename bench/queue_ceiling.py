@@ -120,7 +120,7 @@ def bench_end_to_end(backend: str, n: int, root: Path) -> float:
     q = make(backend, root)
     bus = LocalWakeupBus()
     cfg = WorkerConfig(max_batch_images=8, batch_window_s=0.0, poll_interval_s=0.05)
-    worker = Worker(q, FakeEngine(), LocalBlobStore(root / "img"), bus, cfg)
+    worker = Worker(q, FakeEngine(), LocalBlobStore(root / "img"), bus, cfg, image_key=b"k" * 32)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
     t0 = time.perf_counter()
