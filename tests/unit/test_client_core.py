@@ -104,3 +104,38 @@ def test_facade_error_description() -> None:
     pyd = RequestValidationError([{"loc": ("body", "n"), "msg": "bad", "type": "x"}])
     assert describe(pyd).param == "n" and describe(pyd).status == 422
     assert describe(RuntimeError("boom")).type == "internal_error"
+
+
+def test_progress_line_completes_the_bar_when_the_last_steps_came_with_the_result() -> None:
+    import io
+
+    from sdserve.client.progress import ProgressLine
+
+    out = io.StringIO()
+    line = ProgressLine(out)
+    for view in (
+        {"status": "queued", "queue_position": 0},
+        {"status": "running", "progress": {"step": 1, "total": 6}},
+        {"status": "running", "progress": {"step": 5, "total": 6}},
+        {"status": "succeeded", "progress": {"step": 5, "total": 6}},
+    ):
+        line(view)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "queued, position 1"
+    assert lines[-2].endswith("step 6/6") and lines[-1] == "succeeded"
+    assert [ln.endswith("step 5/6") for ln in lines].count(True) == 1
+
+
+def test_progress_line_does_not_fake_steps_of_a_failed_job() -> None:
+    import io
+
+    from sdserve.client.progress import ProgressLine
+
+    out = io.StringIO()
+    line = ProgressLine(out)
+    line({"status": "running", "progress": {"step": 2, "total": 6}})
+    line({"status": "failed"})
+    assert out.getvalue().splitlines()[-2:] == [
+        "[##########....................] step 2/6",
+        "failed",
+    ]
