@@ -288,11 +288,9 @@ class Worker:
     def _complete(self, job: Job, output: BatchOutput, elapsed: float) -> None:
         item = output.items[job.id]
         if self.moderation is not None:
-            self.moderation.complete(self, job, item, elapsed)
-            if self.metrics is not None:  # succeeded, held or failed by the image check
-                after = self.queue.get(job.id)
-                if after is not None and after.status.settled:
-                    self.metrics.job_finished(after.status.value)
+            settled = self.moderation.complete(self, job, item, elapsed)
+            if settled is not None and self.metrics is not None:
+                self.metrics.job_finished(settled.value)
             return
         fmt = job.spec.output_format
         refs: list[ImageRef] = []

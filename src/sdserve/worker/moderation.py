@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import CollectorRegistry
 
-from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, image_id
+from sdserve.domain.jobs import ImageRef, Job, JobError, JobResult, JobStatus, image_id
 from sdserve.engine.base import ItemOutput
 from sdserve.safety.decisions import ImageChecker, ImageVerdict
 from sdserve.safety.metrics import SafetyMetrics
@@ -66,14 +66,16 @@ class ImageModeration:
             )
         return verdicts
 
-    def complete(self, worker: Worker, job: Job, item: ItemOutput, elapsed: float) -> None:
-        """Check, then store and complete, hold, or fail the job (see the module doc)."""
+    def complete(
+        self, worker: Worker, job: Job, item: ItemOutput, elapsed: float
+    ) -> JobStatus | None:
+        """Check, then store and complete, hold, or fail the job (see the module doc).
+        Returns where the job settled (None: lease lost, or back in the queue)."""
         try:
             verdicts = self.check(job, item)
         except Exception as exc:  # any checker failure withholds the images
             log.exception("job %s: image check failed; images withheld", job.id)
-            self._failed_check(worker, job, exc)
-            return
+            return self._failed_check(worker, job, exc)
         self.metrics.images(verdicts)
         flagged = [i for i, v in enumerate(verdicts) if v.flagged]
         hold = bool(flagged) and self.review == "hold"
@@ -98,21 +100,21 @@ class ImageModeration:
             warnings=item.warnings,
         )
         if not flagged:
-            # Only images every check passed may answer a later repeat (result cache).
-            if worker.queue.complete(job.id, worker.id, result) and worker.results is not None:
+            if not worker.queue.complete(job.id, worker.id, result):
+                return None
+            if worker.results is not None:  # only images every check passed
                 worker.results.remember(job, result)
-            return
+            return JobStatus.succeeded
         self._record(job, verdicts, flagged, "held" if hold else "withheld")
         summary = f"{len(flagged)} of {len(verdicts)} image(s) flagged by the image check"
         if hold:
             why = JobError(type=HELD_FOR_REVIEW, message=f"{summary}; held for review")
-            worker.queue.hold(job.id, worker.id, result, why)
-        elif len(flagged) == len(verdicts):
+            return JobStatus.held if worker.queue.hold(job.id, worker.id, result, why) else None
+        if len(flagged) == len(verdicts):
             err = JobError(type=CONTENT_POLICY, message=f"{summary}; none is served")
-            worker.queue.fail(job.id, worker.id, err, retryable=False)
-        else:
-            result.warnings.append(f"{summary}; those are withheld")
-            worker.queue.complete(job.id, worker.id, result)
+            return _settled(worker.queue.fail(job.id, worker.id, err, retryable=False))
+        result.warnings.append(f"{summary}; those are withheld")
+        return JobStatus.succeeded if worker.queue.complete(job.id, worker.id, result) else None
 
     def _record(
         self, job: Job, verdicts: list[ImageVerdict], flagged: list[int], outcome: str
@@ -135,12 +137,13 @@ class ImageModeration:
             )
         )
 
-    def _failed_check(self, worker: Worker, job: Job, exc: BaseException) -> None:
+    def _failed_check(self, worker: Worker, job: Job, exc: BaseException) -> JobStatus | None:
         self.metrics.image_error()
         message = (
             f"the image check could not run ({type(exc).__name__}: {exc}); "
             "no image was stored (fail closed)"
         )
+        after: Job | None = None
         try:
             self.log.add(
                 SafetyRecord(
@@ -153,13 +156,19 @@ class ImageModeration:
                 )
             )
         finally:
-            worker.queue.fail(
+            after = worker.queue.fail(
                 job.id,
                 worker.id,
                 JobError(type=IMAGE_CHECK_FAILED, message=message),
                 retryable=True,
                 retry_delay=worker.config.retry_delay_s,
             )
+        return _settled(after)
+
+
+def _settled(job: Job | None) -> JobStatus | None:
+    """The status a failed job settled in (None: lease lost, or queued for a retry)."""
+    return job.status if job is not None and job.status.settled else None
 
 
 def model_checkers(settings: Settings, catalog: Catalog) -> Callable[[str], ImageChecker]:
