@@ -3,13 +3,15 @@ base model's components, and an atomic folder write."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -18,6 +20,26 @@ from sdserve.training.arch import diffusers_module
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 DEMO_MODEL = ASSETS / "demo-model"
+
+C = TypeVar("C")
+
+
+def cli_config(
+    doc: str | None, cls: Callable[..., C], options: tuple[str, ...], argv: list[str] | None
+) -> tuple[Path, C]:
+    """A trainer's command line: ``OUT_DIR``, ``--seed`` and the integer ``options`` of
+    its config dataclass (defaults from the class), ``--threads``, ``--minutes``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else "")
+    parser.add_argument("out_dir", type=Path)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = ("seed", *options)
+    for name in names:
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=defaults[name])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--minutes", type=float, default=None)
+    args = parser.parse_args(argv)
+    values = {name: getattr(args, name) for name in names}
+    return args.out_dir, cls(**values, threads=args.threads, max_minutes=args.minutes)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

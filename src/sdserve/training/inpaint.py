@@ -16,7 +16,6 @@ Reproducible: every random draw comes from ``--seed`` and the step count is fixe
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import random
@@ -34,6 +33,7 @@ from sdserve.training.arch import diffusers_module
 from sdserve.training.common import (
     DEMO_MODEL,
     batches,
+    cli_config,
     ema_update,
     encode_texts,
     load_base,
@@ -271,22 +271,8 @@ def train(out_dir: Path, cfg: InpaintConfig, base_dir: Path = DEMO_MODEL) -> Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=InpaintConfig.steps)
-    parser.add_argument("--num-samples", type=int, default=InpaintConfig.num_samples)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=None)
-    args = parser.parse_args(argv)
-    cfg = InpaintConfig(
-        seed=args.seed,
-        steps=args.steps,
-        num_samples=args.num_samples,
-        threads=args.threads,
-        max_minutes=args.minutes,
-    )
-    train(args.out_dir, cfg)
+    out_dir, cfg = cli_config(__doc__, InpaintConfig, ("steps", "num_samples"), argv)
+    train(out_dir, cfg)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ loadable by ``pipe.load_lora_weights(folder, weight_name=...)``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from sdserve.training.arch import diffusers_module
-from sdserve.training.common import DEMO_MODEL, batches, load_base, lr_at, to_float
+from sdserve.training.common import DEMO_MODEL, batches, cli_config, load_base, lr_at, to_float
 from sdserve.training.scenes import COLORS, IMAGE_SIZE, SHAPES, Scene, render, sample_scene
 
 NEW_COLOR = "orange"
@@ -207,22 +206,8 @@ def train(out_dir: Path, cfg: LoraTrainConfig, base_dir: Path = DEMO_MODEL) -> P
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=LoraTrainConfig.steps)
-    parser.add_argument("--num-scenes", type=int, default=LoraTrainConfig.num_scenes)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=None)
-    args = parser.parse_args(argv)
-    cfg = LoraTrainConfig(
-        seed=args.seed,
-        steps=args.steps,
-        num_scenes=args.num_scenes,
-        threads=args.threads,
-        max_minutes=args.minutes,
-    )
-    train(args.out_dir, cfg)
+    out_dir, cfg = cli_config(__doc__, LoraTrainConfig, ("steps", "num_scenes"), argv)
+    train(out_dir, cfg)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ the x4 VAE decodes the latents to 4x the size. v-prediction, DDIM sampling.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import random
@@ -36,6 +35,7 @@ from sdserve.training.arch import diffusers_module
 from sdserve.training.common import (
     DEMO_MODEL,
     batches,
+    cli_config,
     ema_update,
     load_base,
     lr_at,
@@ -282,24 +282,8 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=UpscalerConfig.steps)
-    parser.add_argument("--vae-steps", type=int, default=UpscalerConfig.vae_steps)
-    parser.add_argument("--num-scenes", type=int, default=UpscalerConfig.num_scenes)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--minutes", type=float, default=None)
-    args = parser.parse_args(argv)
-    cfg = UpscalerConfig(
-        seed=args.seed,
-        steps=args.steps,
-        vae_steps=args.vae_steps,
-        num_scenes=args.num_scenes,
-        threads=args.threads,
-        max_minutes=args.minutes,
-    )
-    train(args.out_dir, cfg)
+    out_dir, cfg = cli_config(__doc__, UpscalerConfig, ("steps", "vae_steps", "num_scenes"), argv)
+    train(out_dir, cfg)
 
 
 if __name__ == "__main__":
