@@ -21,16 +21,11 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sdserve.api.errors import problems_from_pydantic
-from sdserve.domain.errors import FieldProblem, InvalidRequest, SdserveError, status_for
+from sdserve.domain.errors import FieldProblem, InvalidRequest, SdserveError
 
 log = logging.getLogger("sdserve.api")
 
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-
-def http_status(exc: SdserveError) -> int:
-    """The HTTP status of an error type: the one table every API shares."""
-    return status_for(exc.type)
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ def describe(exc: BaseException) -> ErrorFacts:
     if isinstance(exc, SdserveError):
         problems = exc.problems if isinstance(exc, InvalidRequest) else []
         return ErrorFacts(
-            http_status(exc), exc.type, exc.message, problems, exc.retryable, dict(exc.details)
+            exc.status, exc.type, exc.message, problems, exc.retryable, dict(exc.details)
         )
     if isinstance(exc, StarletteHTTPException):
         err_type = _HTTP_TYPES.get(exc.status_code, "http_error")
