@@ -58,15 +58,14 @@ async def generate(
     )
     job = done.job
     assert job.result is not None  # run_sync returns succeeded jobs only
-    served = [im for im in job.result.images if not im.withheld]  # flagged: never sent
     return {
         "images": [base64.b64encode(data).decode() for data in done.images],
         "parameters": job.spec.public(),
         "generation_time": job.result.generation_time,
         "seed_used": job.result.seed_used,
         "job_id": job.id,
-        "seeds": [im.seed for im in served],
-        "image_ids": [im.id for im in served],
+        "seeds": [im.seed for im in done.served],
+        "image_ids": [im.id for im in done.served],
         "warnings": job.result.warnings,
         "cached": job.result.cached,
     }

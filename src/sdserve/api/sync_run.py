@@ -13,7 +13,7 @@ from sdserve.api.auth import Principal
 from sdserve.api.services import Services
 from sdserve.api.submit import Uploads, submit, wait_for_terminal
 from sdserve.domain.errors import JobCanceled, NotFound, SdserveError
-from sdserve.domain.jobs import Job, JobStatus
+from sdserve.domain.jobs import ImageRef, Job, JobStatus
 from sdserve.domain.requests import GenerateRequest
 from sdserve.safety.service import HeldForReview
 
@@ -31,7 +31,8 @@ class JobFailed(SdserveError):
 @dataclass(frozen=True)
 class Finished:
     job: Job
-    images: list[bytes]
+    images: list[bytes]  # the served ones, in order
+    served: list[ImageRef]  # their refs (a withheld image is never served)
 
 
 async def run_sync(
@@ -63,9 +64,9 @@ async def run_sync(
         raise HeldForReview(job.id)
     if job.status is not JobStatus.succeeded or job.result is None:
         raise JobFailed(job)
-    ids = [im.id for im in job.result.images if not im.withheld]  # flagged: never sent
-    images = await run_in_threadpool(read_images, services, ids, job.owner)
-    return Finished(job, images)
+    served = [im for im in job.result.images if not im.withheld]  # flagged: never sent
+    images = await run_in_threadpool(read_images, services, [im.id for im in served], job.owner)
+    return Finished(job, images, served)
 
 
 def read_images(services: Services, ids: list[str], tenant: str | None) -> list[bytes]:
