@@ -49,6 +49,14 @@ HIGH = IMAGE_SIZE * SCALE
 UPSCALER_SCALING = 0.08333  # fixed by StableDiffusionUpscalePipeline
 MAX_NOISE_LEVEL = 350
 CROP = 64  # high-res crop side (16 low-res pixels, 16x16 latents)
+VAE_CHANNELS = (16, 32, 64)
+# GroupNorm with one channel per group (the demo VAE's last norm: 16 groups of 16
+# channels) removes each channel's own mean and spread over the image, so a two-colour
+# image decodes to values that depend on how much of it the object covers, not on its
+# colours, and a crop decodes differently from the whole image. Several channels per
+# group keep their relative levels, so flat colours come through.
+VAE_GROUPS = 4
+UNET_GROUPS = 8
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,17 @@ class UpscalerConfig:
     threads: int = 1
     num_scenes: int = 1000
     crops_per_scene: int = 4
-    vae_steps: int = 40
-    vae_lr: float = 5e-4
-    steps: int = 2500
+    vae_steps: int = 600  # decoder + predictor, on crops
+    vae_whole_steps: int = 200  # ... then on whole images
+    encoder_steps: int = 200
+    encoder_whole_steps: int = 100
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    latent_noise: float = 0.1
+    nll_weight: float = 0.01
+    steps: int = 700  # UNet, on crops
     batch: int = 32
+    whole_steps: int = 200  # ... then on whole images
     lr: float = 1e-3
     warmup: int = 50
     train_noise_level: int = 100  # low-res noise levels drawn in [0, this]
@@ -78,15 +93,25 @@ def render_pair(scene: Scene, rng: random.Random) -> tuple[np.ndarray, np.ndarra
     return low, high
 
 
-def make_crops(cfg: UpscalerConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aligned (low 16x16, high 64x64) uint8 crops, 3 in 4 of them near the object
-    (crops of plain background teach little)."""
+def make_pairs(cfg: UpscalerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_scenes`` whole (64x64, 256x256) uint8 renders of the same scenes."""
     rng = random.Random(cfg.seed)
+    pairs = [render_pair(sample_scene(rng), rng) for _ in range(cfg.num_scenes)]
+    return _stack([p[0] for p in pairs]), _stack([p[1] for p in pairs])
+
+
+def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def crop_windows(lows: torch.Tensor, cfg: UpscalerConfig) -> list[tuple[int, int, int]]:
+    """(image, x, y) of ``crops_per_scene`` 16x16 low-res windows per image, 3 in 4 of
+    them near the object (crops of plain background teach little)."""
+    rng = random.Random(cfg.seed + 6)
     lc = CROP // SCALE
-    lows, highs = [], []
-    for _ in range(cfg.num_scenes):
-        low, high = render_pair(sample_scene(rng), rng)
-        box = read_image(low).bbox
+    windows = []
+    for i, low in enumerate(lows):
+        box = read_image(low.permute(1, 2, 0).numpy()).bbox
         for _ in range(cfg.crops_per_scene):
             if box is not None and rng.random() < 0.75:
                 cx = rng.randint(box[0], box[2]) if rng.random() < 0.5 else rng.choice(box[::2])
@@ -95,21 +120,169 @@ def make_crops(cfg: UpscalerConfig) -> tuple[torch.Tensor, torch.Tensor]:
                 y = min(max(cy - lc // 2 + rng.randint(-3, 3), 0), IMAGE_SIZE - lc)
             else:
                 x, y = rng.randint(0, IMAGE_SIZE - lc), rng.randint(0, IMAGE_SIZE - lc)
-            lows.append(low[y : y + lc, x : x + lc])
-            highs.append(high[y * SCALE : (y + lc) * SCALE, x * SCALE : (x + lc) * SCALE])
-
-    def stack(arrays: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-    return stack(lows), stack(highs)
+            windows.append((i, x, y))
+    return windows
 
 
-def rescale_vae(vae: Any) -> Any:
-    """A copy of ``vae`` whose latents are ``k`` times larger (k = old scaling /
-    0.08333), so ``latents * 0.08333`` has the old scaled latents' unit variance;
-    decoding is unchanged: encoder mean x k, log-variance + 2 ln k, decoder input / k."""
+def cut(images: torch.Tensor, windows: list[tuple[int, int, int]]) -> torch.Tensor:
+    """The windows (in low-res pixels) of images at any multiple of the low-res size."""
+    s = images.shape[-1] // IMAGE_SIZE
+    c = CROP // SCALE * s
+    return torch.stack([images[i, :, y * s : y * s + c, x * s : x * s + c] for i, x, y in windows])
+
+
+def build_vae(seed: int) -> Any:
+    """The upscaler's own x4 VAE (3 levels, 256x256 <-> 64x64x4), the demo model's
+    shape; no attention, so it trains on crops and runs on whole images alike."""
+    torch.manual_seed(seed + 3)
+    return diffusers_module().AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=VAE_CHANNELS,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=VAE_GROUPS,
+        sample_size=HIGH,
+        mid_block_add_attention=False,
+        scaling_factor=UPSCALER_SCALING,
+    )
+
+
+def build_predictor(seed: int) -> torch.nn.Module:
+    """A small conv net from the low-res crop to a latent of the same size: the
+    stand-in, during VAE training, for what the UNet will be able to predict."""
+    torch.manual_seed(seed + 4)
+    width = 64
+    layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.SiLU()]
+    for _ in range(2):
+        layers += [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.SiLU()]
+    layers.append(torch.nn.Conv2d(width, 4, 3, padding=1))
+    return torch.nn.Sequential(*layers)
+
+
+def rec_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(recon, target) + F.l1_loss(recon, target)
+
+
+Data = tuple[torch.Tensor, torch.Tensor]  # (low, high) uint8 image batches
+
+
+def train_vae(
+    crops: Data, whole: Data, cfg: UpscalerConfig, gen: torch.Generator
+) -> tuple[Any, torch.nn.Module]:
+    """The upscaler's VAE, in two stages on aligned crops.
+
+    1. Decoder and a low-res predictor jointly: decode(predictor(low) + noise) ~ high.
+       A plain autoencoder would put into its latent whatever helps reconstruction,
+       including where an edge falls inside a low-res pixel; the 64x64 input cannot
+       tell, so the UNet would have to guess, and a sharp edge guessed 1-2 px off
+       costs more PSNR than a blend. A latent made from the low-res image holds only
+       what the UNet can know, and the decoder learns the mean-square-best image from
+       it: flat colours exact, a blend only where the low-res image is ambiguous. The
+       noise (``latent_noise`` x the latent's spread) keeps it robust to the UNet's
+       errors.
+    2. The encoder, to give that latent from the high-res image (the UNet's training
+       targets, as in any latent upscaler): its mean fits the prediction, its
+       variance the remaining mismatch (Gaussian likelihood).
+    """
+    vae = build_vae(cfg.seed)
+    predictor = build_predictor(cfg.seed)
+    vae.requires_grad_(False)
+    vae.train()
+    start = time.monotonic()
+
+    def stage(
+        name: str,
+        params: list[torch.nn.Parameter],
+        loss_fn: Any,
+        data: Data,
+        steps: int,
+        batch: int,
+        lr: float,
+    ) -> None:
+        lows, highs = data
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        order = batches(len(highs), batch, gen)
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, lr, 20)
+            idx = next(order)
+            loss = loss_fn(to_float(lows[idx]), to_float(highs[idx]))
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if step % cfg.log_every == 0 or step == steps - 1:
+                print(
+                    f"{name} step {step:4d} loss {loss.item():.4f} {time.monotonic() - start:.0f}s",
+                    flush=True,
+                )
+        for p in params:
+            p.requires_grad_(False)
+
+    def decoder_loss(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        z = predictor(low)
+        spread = z.detach().std() + 1e-6
+        z = z + cfg.latent_noise * spread * torch.randn(z.shape, generator=gen)
+        return rec_loss(vae.decode(z).sample, high)
+
+    def encoder_loss(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = predictor(low)
+        post = vae.encode(high).latent_dist
+        spread = target.var() + 1e-6
+        fit = F.mse_loss(post.mean, target) / spread
+        # the variance fits the squared mismatch (mean held: it has its own term)
+        nll = F.gaussian_nll_loss(post.mean.detach(), target, post.var, full=False)
+        loss: torch.Tensor = fit + cfg.nll_weight * nll
+        return loss
+
+    decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    decoder += list(predictor.parameters())
+    encoder = list(vae.encoder.parameters()) + list(vae.quant_conv.parameters())
+    # Crops first (many edges per step), then whole images, gently (a quarter of the
+    # learning rate): the statistics GroupNorm sees are the whole image's in the
+    # pipeline.
+    crop_lr, whole_lr = cfg.vae_lr, cfg.vae_lr / 4
+    stage("decoder", decoder, decoder_loss, crops, cfg.vae_steps, cfg.vae_batch, crop_lr)
+    stage("decoder whole", decoder, decoder_loss, whole, cfg.vae_whole_steps, 1, whole_lr)
+    stage("encoder", encoder, encoder_loss, crops, cfg.encoder_steps, cfg.vae_batch, crop_lr)
+    stage("encoder whole", encoder, encoder_loss, whole, cfg.encoder_whole_steps, 1, whole_lr)
+    for module in (vae, predictor):
+        module.eval()
+    return vae, predictor
+
+
+@torch.no_grad()
+def vae_check(vae: Any, predictor: torch.nn.Module, seed: int, n: int = 4) -> str:
+    """PSNR on whole held-out scenes of decode(encode(high)) and decode(predictor(low)):
+    the ceiling the UNet works under (crops trained it; the pipeline runs it whole)."""
+    rng = random.Random(seed + 10_000)
+    pairs = [render_pair(sample_scene(rng), rng) for _ in range(n)]
+
+    def stack(k: int) -> torch.Tensor:
+        return to_float(torch.from_numpy(np.stack([p[k] for p in pairs])).permute(0, 3, 1, 2))
+
+    low, high = stack(0), stack(1)
+
+    def psnr(z: torch.Tensor) -> float:
+        out = vae.decode(z).sample.clamp(-1, 1)
+        mse = float(((out - high) * 127.5).pow(2).mean())
+        return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+    recon, pred = psnr(vae.encode(high).latent_dist.mean), psnr(predictor(low))
+    return f"PSNR autoencoded {recon:.2f} dB, from low-res {pred:.2f} dB"
+
+
+def rescale_vae(vae: Any, k: float) -> Any:
+    """A copy of ``vae`` whose latents are ``k`` times larger and decode the same:
+    encoder mean x k, log-variance + 2 ln k, decoder input / k. Used so that the
+    pipeline's fixed ``latents * 0.08333`` has unit variance."""
     vae = copy.deepcopy(vae)
-    k = float(vae.config.scaling_factor) / UPSCALER_SCALING
     with torch.no_grad():
         q = vae.quant_conv
         half = q.weight.shape[0] // 2
@@ -117,35 +290,7 @@ def rescale_vae(vae: Any) -> Any:
         q.bias[:half] *= k
         q.bias[half:] += 2 * math.log(k)
         vae.post_quant_conv.weight /= k
-    vae.register_to_config(scaling_factor=UPSCALER_SCALING)
     return vae
-
-
-def tune_decoder(vae: Any, highs: torch.Tensor, cfg: UpscalerConfig, gen: torch.Generator) -> None:
-    """Fine-tune the decoder on high-res crops (the encoder, and so the latent space
-    the UNet learns, stays fixed)."""
-    vae.requires_grad_(False)
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    order = batches(len(highs), 16, gen)
-    start = time.monotonic()
-    for step in range(cfg.vae_steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.vae_steps, cfg.vae_lr, 20)
-        x = to_float(highs[next(order)])
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
-        recon = vae.decode(z).sample
-        loss = F.mse_loss(recon, x) + F.l1_loss(recon, x)
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
-        opt.step()
-        if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
-            print(f"vae step {step:4d} rec {loss.item():.4f} {time.monotonic() - start:.0f}s")
-    vae.requires_grad_(False)
-    vae.eval()
 
 
 def build_unet(cross_attention_dim: int, seed: int) -> Any:
@@ -160,7 +305,7 @@ def build_unet(cross_attention_dim: int, seed: int) -> Any:
         up_block_types=("UpBlock2D",) * 3,
         mid_block_type="UNetMidBlock2D",  # no attention: crops train the whole image
         cross_attention_dim=cross_attention_dim,
-        norm_num_groups=16,
+        norm_num_groups=UNET_GROUPS,
         num_class_embeds=1000,  # the noise level, as in the real x4 upscaler
     )
 
@@ -187,19 +332,25 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
     torch.manual_seed(cfg.seed)
     t0 = time.monotonic()
     base = load_base(base_dir)
-    lows, highs = make_crops(cfg)
-    print(f"crops {tuple(lows.shape)} {tuple(highs.shape)} {time.monotonic() - t0:.0f}s")
+    lows, highs = make_pairs(cfg)
+    windows = crop_windows(lows, cfg)
+    print(f"{len(lows)} scenes, {len(windows)} crops {time.monotonic() - t0:.0f}s", flush=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    vae = rescale_vae(base.vae)
-    tune_decoder(vae, highs, cfg, gen)
+    raw_vae, predictor = train_vae(
+        (cut(lows, windows), cut(highs, windows)), (lows, highs), cfg, gen
+    )
+    print(f"vae on whole images: {vae_check(raw_vae, predictor, cfg.seed)}", flush=True)
     with torch.no_grad():
         latents = torch.cat(
             [
-                vae.encode(to_float(highs[i : i + 256])).latent_dist.mean
-                for i in range(0, len(highs), 256)
+                raw_vae.encode(to_float(highs[i : i + 16])).latent_dist.mean
+                for i in range(0, len(highs), 16)
             ]
         )
-    latents *= UPSCALER_SCALING
+    # unit-variance latents after the pipeline's fixed scaling
+    k = 1.0 / (UPSCALER_SCALING * latents.std().item())
+    vae = rescale_vae(raw_vae, k)
+    latents *= k * UPSCALER_SCALING
     print(f"latents std {latents.std().item():.3f} {time.monotonic() - t0:.0f}s", flush=True)
     low_f = to_float(lows)
     empty = base.text_encoder(
@@ -211,54 +362,69 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
     ema = copy.deepcopy(unet).eval()
     train_sched, sample_sched, low_res_sched = schedulers()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    order = batches(len(latents), cfg.batch, torch.Generator().manual_seed(cfg.seed + 2))
+    # Crops first (many edges per step), then whole images: GroupNorm's statistics of
+    # a crop are not those of the whole image the pipeline runs on. Whole-image
+    # batches hold as many pixels as the crop batches.
+    order_gen = torch.Generator().manual_seed(cfg.seed + 2)
+    phases = [
+        (cut(latents, windows), cut(low_f, windows), cfg.batch, cfg.steps),
+        (
+            latents,
+            low_f,
+            max(1, cfg.batch * (CROP // SCALE) ** 2 // IMAGE_SIZE**2),
+            cfg.whole_steps,
+        ),
+    ]
+    total = cfg.steps + cfg.whole_steps
     deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     running, step = 0.0, 0
-    for step in range(cfg.steps):
-        if time.monotonic() > deadline:
-            print(f"time cap reached after {step} steps", flush=True)
-            break
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
-        idx = next(order)
-        b = len(idx)
-        z0 = latents[idx]
-        level = torch.randint(0, cfg.train_noise_level + 1, (b,), generator=gen)
-        low = low_res_sched.add_noise(
-            low_f[idx], torch.randn(low_f[idx].shape, generator=gen), level
-        )
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, train_sched.config.num_train_timesteps, (b,), generator=gen)
-        noisy = train_sched.add_noise(z0, noise, t)
-        pred = unet(
-            torch.cat([noisy, low], dim=1),
-            t,
-            encoder_hidden_states=empty.expand(b, -1, -1),
-            class_labels=level,
-        ).sample
-        loss = F.mse_loss(pred, train_sched.get_velocity(z0, noise, t))
-        opt.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        running += loss.item()
-        if (step + 1) % cfg.log_every == 0:
-            print(
-                f"step {step + 1:5d} loss {running / cfg.log_every:.4f} "
-                f"{time.monotonic() - t0:.0f}s",
-                flush=True,
+    for z_all, low_all, batch, steps in phases:
+        order = batches(len(z_all), batch, order_gen)
+        for _ in range(steps):
+            if time.monotonic() > deadline:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
+            idx = next(order)
+            b = len(idx)
+            z0 = z_all[idx]
+            level = torch.randint(0, cfg.train_noise_level + 1, (b,), generator=gen)
+            low = low_res_sched.add_noise(
+                low_all[idx], torch.randn(low_all[idx].shape, generator=gen), level
             )
-            running = 0.0
-    else:
-        step = cfg.steps
+            noise = torch.randn(z0.shape, generator=gen)
+            t = torch.randint(0, train_sched.config.num_train_timesteps, (b,), generator=gen)
+            noisy = train_sched.add_noise(z0, noise, t)
+            pred = unet(
+                torch.cat([noisy, low], dim=1),
+                t,
+                encoder_hidden_states=empty.expand(b, -1, -1),
+                class_labels=level,
+            ).sample
+            loss = F.mse_loss(pred, train_sched.get_velocity(z0, noise, t))
+            opt.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            running += loss.item()
+            step += 1
+            if step % cfg.log_every == 0:
+                print(
+                    f"step {step:5d} loss {running / cfg.log_every:.4f} "
+                    f"{time.monotonic() - t0:.0f}s",
+                    flush=True,
+                )
+                running = 0.0
+    if step < total:
+        print(f"time cap reached after {step} steps", flush=True)
 
     minutes = (time.monotonic() - t0) / 60
     meta = {
         "config": asdict(cfg),
         "steps_done": step,
         "minutes": round(minutes, 1),
-        "base": "demo-model (VAE, text encoder, tokenizer)",
+        "base": "demo-model (text encoder, tokenizer)",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -282,7 +448,16 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    out_dir, cfg = cli_config(__doc__, UpscalerConfig, ("steps", "vae_steps", "num_scenes"), argv)
+    options = (
+        "steps",
+        "whole_steps",
+        "vae_steps",
+        "vae_whole_steps",
+        "encoder_steps",
+        "encoder_whole_steps",
+        "num_scenes",
+    )
+    out_dir, cfg = cli_config(__doc__, UpscalerConfig, options, argv)
     train(out_dir, cfg)
 
 
