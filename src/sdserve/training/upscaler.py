@@ -5,16 +5,19 @@ UNet denoises latents at the low-res size, conditioned on the (noised) low-res i
 concatenated to its input (4 + 3 = 7 channels) and on the noise level as a class label;
 the x4 VAE decodes the latents to 4x the size. v-prediction, DDIM sampling.
 
-- VAE: the demo model's (64x64 -> 16x16x4, so 256x256 <-> 64x64x4), rescaled so the
-  pipeline's fixed ``scaling_factor`` 0.08333 gives unit-variance latents, its decoder
-  fine-tuned on crops of scenes rendered at 256x256.
 - Data: each scene is rendered twice from the same random draws, at 64 and at 256
   (same geometry). Training uses aligned crops (16x16 low-res <-> 64x64 high-res):
   every layer is convolutional (no attention), so crops teach the whole image.
+- VAE: its own (3 levels, 256x256 <-> 64x64x4), whose latent holds only what the
+  low-res image determines (``train_vae``), rescaled so the pipeline's fixed
+  ``scaling_factor`` 0.08333 gives unit-variance latents.
+- UNet: trained on that latent space, latents of the whole 256x256 renders cut to the
+  crops.
 - Text encoder and tokenizer: the demo model's (the pipeline needs them; this UNet
   has no cross-attention, so the prompt does not matter).
 
-    python -m sdserve.training.upscaler OUT_DIR [--steps 2500] [--seed 0] [--minutes N]
+    python -m sdserve.training.upscaler OUT_DIR [--steps 900] [--vae-steps 600]
+        [--encoder-steps 200] [--num-scenes 1000] [--seed 0] [--minutes N]
 """
 
 from __future__ import annotations
@@ -65,17 +68,14 @@ class UpscalerConfig:
     threads: int = 1
     num_scenes: int = 1000
     crops_per_scene: int = 4
-    vae_steps: int = 600  # decoder + predictor, on crops
-    vae_whole_steps: int = 200  # ... then on whole images
+    vae_steps: int = 600  # decoder + low-res predictor
     encoder_steps: int = 200
-    encoder_whole_steps: int = 100
     vae_batch: int = 16
     vae_lr: float = 2e-3
     latent_noise: float = 0.1
     nll_weight: float = 0.01
-    steps: int = 700  # UNet, on crops
+    steps: int = 900  # UNet
     batch: int = 32
-    whole_steps: int = 200  # ... then on whole images
     lr: float = 1e-3
     warmup: int = 50
     train_noise_level: int = 100  # low-res noise levels drawn in [0, this]
@@ -170,7 +170,7 @@ Data = tuple[torch.Tensor, torch.Tensor]  # (low, high) uint8 image batches
 
 
 def train_vae(
-    crops: Data, whole: Data, cfg: UpscalerConfig, gen: torch.Generator
+    crops: Data, cfg: UpscalerConfig, gen: torch.Generator
 ) -> tuple[Any, torch.nn.Module]:
     """The upscaler's VAE, in two stages on aligned crops.
 
@@ -197,19 +197,16 @@ def train_vae(
         name: str,
         params: list[torch.nn.Parameter],
         loss_fn: Any,
-        data: Data,
         steps: int,
-        batch: int,
-        lr: float,
     ) -> None:
-        lows, highs = data
+        lows, highs = crops
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        order = batches(len(highs), batch, gen)
+        opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
+        order = batches(len(highs), cfg.vae_batch, gen)
         for step in range(steps):
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, lr, 20)
+                group["lr"] = lr_at(step, steps, cfg.vae_lr, 20)
             idx = next(order)
             loss = loss_fn(to_float(lows[idx]), to_float(highs[idx]))
             opt.zero_grad(set_to_none=True)
@@ -244,14 +241,8 @@ def train_vae(
     decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     decoder += list(predictor.parameters())
     encoder = list(vae.encoder.parameters()) + list(vae.quant_conv.parameters())
-    # Crops first (many edges per step), then whole images, gently (a quarter of the
-    # learning rate): the statistics GroupNorm sees are the whole image's in the
-    # pipeline.
-    crop_lr, whole_lr = cfg.vae_lr, cfg.vae_lr / 4
-    stage("decoder", decoder, decoder_loss, crops, cfg.vae_steps, cfg.vae_batch, crop_lr)
-    stage("decoder whole", decoder, decoder_loss, whole, cfg.vae_whole_steps, 1, whole_lr)
-    stage("encoder", encoder, encoder_loss, crops, cfg.encoder_steps, cfg.vae_batch, crop_lr)
-    stage("encoder whole", encoder, encoder_loss, whole, cfg.encoder_whole_steps, 1, whole_lr)
+    stage("decoder", decoder, decoder_loss, cfg.vae_steps)
+    stage("encoder", encoder, encoder_loss, cfg.encoder_steps)
     for module in (vae, predictor):
         module.eval()
     return vae, predictor
@@ -260,7 +251,8 @@ def train_vae(
 @torch.no_grad()
 def vae_check(vae: Any, predictor: torch.nn.Module, seed: int, n: int = 4) -> str:
     """PSNR on whole held-out scenes of decode(encode(high)) and decode(predictor(low)):
-    the ceiling the UNet works under (crops trained it; the pipeline runs it whole)."""
+    the ceiling the UNet works under (crops trained the VAE; the pipeline runs it on
+    whole images, where GroupNorm sees other statistics)."""
     rng = random.Random(seed + 10_000)
     pairs = [render_pair(sample_scene(rng), rng) for _ in range(n)]
 
@@ -336,9 +328,7 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
     windows = crop_windows(lows, cfg)
     print(f"{len(lows)} scenes, {len(windows)} crops {time.monotonic() - t0:.0f}s", flush=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    raw_vae, predictor = train_vae(
-        (cut(lows, windows), cut(highs, windows)), (lows, highs), cfg, gen
-    )
+    raw_vae, predictor = train_vae((cut(lows, windows), cut(highs, windows)), cfg, gen)
     print(f"vae on whole images: {vae_check(raw_vae, predictor, cfg.seed)}", flush=True)
     with torch.no_grad():
         latents = torch.cat(
@@ -362,62 +352,48 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
     ema = copy.deepcopy(unet).eval()
     train_sched, sample_sched, low_res_sched = schedulers()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=1e-2)
-    # Crops first (many edges per step), then whole images: GroupNorm's statistics of
-    # a crop are not those of the whole image the pipeline runs on. Whole-image
-    # batches hold as many pixels as the crop batches.
-    order_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    phases = [
-        (cut(latents, windows), cut(low_f, windows), cfg.batch, cfg.steps),
-        (
-            latents,
-            low_f,
-            max(1, cfg.batch * (CROP // SCALE) ** 2 // IMAGE_SIZE**2),
-            cfg.whole_steps,
-        ),
-    ]
-    total = cfg.steps + cfg.whole_steps
+    order = batches(len(windows), cfg.batch, torch.Generator().manual_seed(cfg.seed + 2))
+    z_crops, low_crops = cut(latents, windows), cut(low_f, windows)
     deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     running, step = 0.0, 0
-    for z_all, low_all, batch, steps in phases:
-        order = batches(len(z_all), batch, order_gen)
-        for _ in range(steps):
-            if time.monotonic() > deadline:
-                break
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, cfg.lr, cfg.warmup)
-            idx = next(order)
-            b = len(idx)
-            z0 = z_all[idx]
-            level = torch.randint(0, cfg.train_noise_level + 1, (b,), generator=gen)
-            low = low_res_sched.add_noise(
-                low_all[idx], torch.randn(low_all[idx].shape, generator=gen), level
+    for step in range(cfg.steps):
+        if time.monotonic() > deadline:
+            print(f"time cap reached after {step} steps", flush=True)
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg.lr, cfg.warmup)
+        idx = next(order)
+        b = len(idx)
+        z0 = z_crops[idx]
+        level = torch.randint(0, cfg.train_noise_level + 1, (b,), generator=gen)
+        low = low_res_sched.add_noise(
+            low_crops[idx], torch.randn(low_crops[idx].shape, generator=gen), level
+        )
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, train_sched.config.num_train_timesteps, (b,), generator=gen)
+        noisy = train_sched.add_noise(z0, noise, t)
+        pred = unet(
+            torch.cat([noisy, low], dim=1),
+            t,
+            encoder_hidden_states=empty.expand(b, -1, -1),
+            class_labels=level,
+        ).sample
+        loss = F.mse_loss(pred, train_sched.get_velocity(z0, noise, t))
+        opt.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        running += loss.item()
+        if (step + 1) % cfg.log_every == 0:
+            print(
+                f"step {step + 1:5d} loss {running / cfg.log_every:.4f} "
+                f"{time.monotonic() - t0:.0f}s",
+                flush=True,
             )
-            noise = torch.randn(z0.shape, generator=gen)
-            t = torch.randint(0, train_sched.config.num_train_timesteps, (b,), generator=gen)
-            noisy = train_sched.add_noise(z0, noise, t)
-            pred = unet(
-                torch.cat([noisy, low], dim=1),
-                t,
-                encoder_hidden_states=empty.expand(b, -1, -1),
-                class_labels=level,
-            ).sample
-            loss = F.mse_loss(pred, train_sched.get_velocity(z0, noise, t))
-            opt.zero_grad(set_to_none=True)
-            torch.autograd.backward(loss)
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
-            running += loss.item()
-            step += 1
-            if step % cfg.log_every == 0:
-                print(
-                    f"step {step:5d} loss {running / cfg.log_every:.4f} "
-                    f"{time.monotonic() - t0:.0f}s",
-                    flush=True,
-                )
-                running = 0.0
-    if step < total:
-        print(f"time cap reached after {step} steps", flush=True)
+            running = 0.0
+    else:
+        step = cfg.steps
 
     minutes = (time.monotonic() - t0) / 60
     meta = {
@@ -448,15 +424,7 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
 
 
 def main(argv: list[str] | None = None) -> None:
-    options = (
-        "steps",
-        "whole_steps",
-        "vae_steps",
-        "vae_whole_steps",
-        "encoder_steps",
-        "encoder_whole_steps",
-        "num_scenes",
-    )
+    options = ("steps", "vae_steps", "encoder_steps", "num_scenes")
     out_dir, cfg = cli_config(__doc__, UpscalerConfig, options, argv)
     train(out_dir, cfg)
 
