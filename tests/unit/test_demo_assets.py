@@ -86,10 +86,11 @@ def test_upscaler_makes_256_from_64_close_to_the_native_render(eng: Any) -> None
     assert out.size == (256, 256)
     pred = np.asarray(out.convert("RGB"))
     bicubic = np.asarray(low.resize((256, 256), Image.Resampling.BICUBIC))
-    # Sanity, not the goal: it does not beat bicubic on PSNR (docs/demo-model.md).
-    assert palette_accuracy(pred, high) > 0.9
-    assert edge_f1(pred, high) > 0.3
-    assert psnr(pred, high) > 12.0 and psnr(bicubic, high) > psnr(pred, high) - 20
+    # On this scene the shipped model beats bicubic on both figures (27.5 vs 25.6 dB,
+    # edge F1 0.98 vs 0.77); the evaluator's means are in docs/demo-model.md.
+    assert palette_accuracy(pred, high) > 0.98
+    assert psnr(pred, high) > psnr(bicubic, high) + 1.0
+    assert edge_f1(pred, high) > edge_f1(bicubic, high) + 0.1
 
 
 def test_lora_loads_with_diffusers_and_teaches_orange() -> None:
