@@ -49,6 +49,10 @@ from sdserve.queue.redis_keys import Keys, claim_meta, queue_score
 # write as <argc> <args...>. Guards: ver <key> <version|''>; prefix <zset> <ids...>;
 # nx <key>; hnx <hash> <field>; below <zset> <n>. Returns 0 when all writes ran, else
 # the 1-based index of the first guard that failed (nothing written).
+# Inserted jobs get their number in line here, not in a round trip of their own: a
+# first write "\0seq <counter> <count>" takes <count> numbers from the counter, and
+# in the writes after it an argument "\0<k>:<offset>" stands for the k-th number
+# plus <offset> (queue scores are rank * SEQ_SPAN + seq).
 _COMMIT = """
 local i = 1
 local guards = tonumber(ARGV[i]); i = i + 1
@@ -77,9 +81,28 @@ for g = 1, guards do
   if not ok then return g end
   i = i + n + 1
 end
+local seq0 = nil
+if ARGV[i + 1] == '\\0seq' then
+  local count = tonumber(ARGV[i + 3])
+  seq0 = redis.call('INCRBY', ARGV[i + 2], count) - count
+  i = i + 4
+end
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+  if seq0 then
+    local args = {}
+    for k = 1, n do
+      local a = ARGV[i + k]
+      if string.byte(a, 1) == 0 then
+        local nth, offset = string.match(a, '^%z(%d+):(%d+)$')
+        a = string.format('%d', seq0 + tonumber(nth) + tonumber(offset))
+      end
+      args[k] = a
+    end
+    redis.call(unpack(args))
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
 return 0
@@ -123,7 +146,7 @@ class Loaded:
     """A record as read: its version guards the write that replaces it."""
 
     version: str  # '' = absent
-    seq: int = 0
+    seq: int = 0  # place in line; -k: the k-th job this commit inserts (numbered then)
 
 
 class KnownJobs:
@@ -179,6 +202,7 @@ class UnitOfWork:
     _guards: list[list[Any]] = field(default_factory=list)
     _writes: list[list[Any]] = field(default_factory=list)
     _from_known: set[str] = field(default_factory=set)
+    _inserts: int = 0
 
     # --- reads (cached: a record is read once per transaction) ---
     def jobs(self, job_ids: Sequence[str], known: bool = True) -> dict[str, Job]:
@@ -220,8 +244,8 @@ class UnitOfWork:
         self._jobs[job.id] = (loaded, old, job)
 
     def insert_job(self, job: Job) -> None:
-        seq = int(self.client.incr(self.keys.seq))  # a gap if this attempt retries
-        self._jobs[job.id] = (Loaded("", seq), None, job)
+        self._inserts += 1
+        self._jobs[job.id] = (Loaded("", -self._inserts), None, job)
 
     def put_workflow(self, wf: Workflow) -> None:
         loaded, old, _ = self._workflows.get(wf.id, (Loaded(""), None, None))
@@ -276,6 +300,8 @@ class UnitOfWork:
                 )
         if not writes and not self._from_known:
             return 0
+        if self._inserts:
+            writes.insert(0, ["\0seq", self.keys.seq, self._inserts])
         argv: list[Any] = [len(guards)]
         for command in (*guards, *writes):
             argv.append(len(command))
@@ -309,26 +335,38 @@ def _job_writes(
 ) -> Iterable[list[Any]]:
     """Store ``new`` over ``old``, touching only the indexes whose membership changes
     (fewer arguments to send is most of a claim's cost)."""
-    jid, seq = new.id, loaded.seq
+    jid = new.id
+
+    def seq(offset: int = 0) -> int | str:
+        """The job's number in line plus ``offset``, or a stand-in the commit script
+        replaces with it (a job inserted by this commit has none yet)."""
+        k = loaded.seq
+        return offset + k if k >= 0 else f"\0{-k}:{offset}"
+
     record: list[Any] = ["HSET", keys.job(jid), "b", dump_job(new), "v", _bump(loaded.version)]
     if old is None:  # immutable from here on
-        record += ["s", seq, "spec", new.spec.model_dump_json()]
+        record += ["s", seq(), "spec", new.spec.model_dump_json()]
     if new.status is JobStatus.queued:  # only claims read it
         record += ["m", claim_meta(new)]
     yield record
     was = old.status if old is not None else None
     if new.status is JobStatus.queued:
-        score = queue_score(new.spec.priority.rank, seq)
+        score = seq(queue_score(new.spec.priority.rank, 0))
         yield ["ZADD", keys.queued, score, jid]
         yield ["ZADD", keys.age, new.created_at, jid]
+        # A queued job is in exactly one of q:ready and q:delayed (a new one in neither).
         if new.available_at > ts:
             yield ["ZADD", keys.delayed, new.available_at, jid]
-            yield ["ZREM", keys.ready, jid]
+            if old is not None:
+                yield ["ZREM", keys.ready, jid]
         else:
             yield ["ZADD", keys.ready, score, jid]
-            yield ["ZREM", keys.delayed, jid]
+            if old is not None:
+                yield ["ZREM", keys.delayed, jid]
     elif was is JobStatus.queued:
-        for key in (keys.queued, keys.age, keys.ready, keys.delayed):
+        # A claim takes jobs from q:ready only, so a claimed one is not in q:delayed.
+        claimed = new.status is JobStatus.running
+        for key in (keys.queued, keys.age, keys.ready, *(() if claimed else (keys.delayed,))):
             yield ["ZREM", key, jid]
     if new.status is JobStatus.running and new.lease_expires_at is not None:
         if old is None or new.lease_expires_at != old.lease_expires_at:
@@ -346,12 +384,12 @@ def _job_writes(
         yield ["ZREM", keys.dead, jid]
     if old is None:
         for key in keys.job_indexes(new):
-            yield ["ZADD", key, seq, jid]
+            yield ["ZADD", key, seq(), jid]
     elif old.status is not new.status:
         for key in keys.job_indexes(old, status_only=True):
             yield ["ZREM", key, jid]
         for key in keys.job_indexes(new, status_only=True):
-            yield ["ZADD", key, seq, jid]
+            yield ["ZADD", key, seq(), jid]
 
 
 def dump_job(job: Job) -> str:
