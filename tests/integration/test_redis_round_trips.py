@@ -1,8 +1,10 @@
-"""A worker's transitions of the jobs it claimed decide from the copy it last wrote
-(queue/redis_store.KnownJobs): one command instead of a read and a write. These tests
-count the commands that reach Redis and show that a copy gone stale (another process
-cancelled, reclaimed or re-claimed the job) never decides anything: the version guard
-fails, the job is read again, and the outcome is the one a fresh read gives."""
+"""Round trips of the Redis backend's hot paths, counted at the client: an enqueue is
+one command (its number in line is taken inside the commit), and a worker's
+transitions of the jobs it claimed decide from the copy it last wrote
+(queue/redis_store.KnownJobs), one command instead of a read and a write. A copy gone
+stale (another process cancelled, reclaimed or re-claimed the job) never decides
+anything: the version guard fails, the job is read again, and the outcome is the one a
+fresh read gives."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import redis
 
 from sdserve.domain.jobs import JobResult, JobStatus, NewJob
+from sdserve.queue import transitions as tr
 from sdserve.queue.redis import RedisQueue
 from sdserve.testing import job_spec
 
@@ -134,3 +137,23 @@ def test_a_job_from_a_clock_slightly_ahead_is_claimable_at_once(
     assert [j.id for j in worker.claim_batch("w1", 8, 30.0, now=later.available_at).jobs] == [
         later.id
     ]
+
+
+def test_enqueue_is_one_command_and_numbers_jobs_in_line(redis_url: str, redis_prefix: str) -> None:
+    api, client, _ = _queues(redis_url, redis_prefix)
+    before = client.sent
+    first, _ = api.enqueue(NewJob(spec=job_spec(seed=1)), now=time.time())
+    assert client.sent - before == 1
+    # Several inserts in one commit (as when steps of workflows advance together) each
+    # get their own number, in order, in the record and in every index.
+    uow = api._uow(time.time())
+    pair = [tr.new_job(NewJob(spec=job_spec(seed=s)), uow.ts) for s in (2, 3)]
+    for job in pair:
+        uow.insert_job(job)
+    assert uow.commit() == 0
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    seqs = [int(raw.hget(api.keys.job(j.id), "s") or 0) for j in (first, *pair)]
+    assert seqs[1:] == [seqs[0] + 1, seqs[0] + 2]
+    assert raw.zrange(api.keys.queued, 0, -1) == [first.id, pair[0].id, pair[1].id]
+    assert [int(s) for _, s in raw.zrange(api.keys.index(), 0, -1, withscores=True)] == seqs
+    assert [j.id for j in api.claim_batch("w", 1, 30.0).jobs] == [first.id]
