@@ -55,7 +55,7 @@ def test_dataset_masks_cover_exactly_the_object() -> None:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("lora-train")
-    cfg = LoraTrainConfig(**{**TINY.__dict__, "object_weight": 2.0})
+    cfg = LoraTrainConfig(**{**TINY.__dict__, "object_weight": 2.0, "noise_offset": 0.1})
     return train(root / "a", cfg), train(root / "b", cfg)
 
 

@@ -67,6 +67,10 @@ class LoraTrainConfig:
     # the colour that is scored lives in the object, a small part of the image.
     object_weight: float = 0.0
     ema_decay: float = 0.0  # 0: save the last weights; else an EMA of the LoRA weights
+    # Per-sample, per-channel constant added to the training noise ("noise offset"): the
+    # low-frequency part of the starting noise stops passing for signal, so a seed's
+    # noise cannot tip orange into its neighbours yellow or red.
+    noise_offset: float = 0.0
     log_every: int = 50
     max_minutes: float | None = None
 
@@ -176,6 +180,8 @@ def train(out_dir: Path, cfg: LoraTrainConfig, base_dir: Path = DEMO_MODEL) -> P
         tok = ids[idx].clone()
         tok[torch.rand(b, generator=gen) < cfg.caption_dropout] = empty_ids
         noise = torch.randn(z0.shape, generator=gen)
+        if cfg.noise_offset:
+            noise += cfg.noise_offset * torch.randn((b, z0.shape[1], 1, 1), generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen)
         cond = text_encoder(tok)[0]
         pred = unet(sched.add_noise(z0, noise, t), t, encoder_hidden_states=cond).sample
