@@ -2,19 +2,23 @@
 
 Three figures per backend:
 - enqueue: committed jobs/s from one producer;
-- claim+complete: jobs/s a bare consumer drains (batches of 8, no engine);
+- claim+complete: jobs/s a bare consumer drains (batches of 8, no engine, each job
+  completed on its own as the worker does); with ``--consumers N`` also the rate N
+  consumer processes drain together (the queue's ceiling across a fleet: on a shared
+  store what limits it is the store, not one client);
 - end to end: the real Worker with the torch-free FakeEngine (1 step, PNG encode,
   blob store) draining while a producer enqueues.
 Plus CPU per job of this process and, for Redis, of redis-server (INFO cpu): on a
 shared machine the wall-clock rates vary with the load, the CPU costs much less.
 Usage: python bench/queue_ceiling.py [--jobs 2000] [--backends memory,sqlite,redis]
-       [--redis-url redis://127.0.0.1:6379/0]
+       [--redis-url redis://127.0.0.1:6379/0] [--consumers 3]
 The redis run uses a fresh key prefix and deletes its keys afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import tempfile
 import threading
 import time
@@ -116,6 +120,58 @@ def bench_enqueue_claim(backend: str, n: int, root: Path) -> tuple[float, float,
     return enq, drain, cost
 
 
+def _consume(url: str, prefix: str, start: object, counts: object) -> None:
+    """One consumer process: claim batches of 8 and complete each job until none is
+    left; adds its count to ``counts``."""
+    from sdserve.queue.redis import RedisQueue
+
+    q = RedisQueue.from_url(url, prefix, max_depth=10**9)
+    result = JobResult(images=[], generation_time=0.0, seed_used=0)
+    start.wait()  # type: ignore[attr-defined]
+    done, worker = 0, f"w{mp.current_process().pid}"
+    while True:
+        claim = q.claim_batch(worker, 8, 30.0)
+        if not claim.jobs:
+            if claim.retry_after is None and not q.stats().queued.get("normal", 0):
+                break
+            continue
+        for job in claim.jobs:
+            q.complete(job.id, worker, result)
+        done += len(claim.jobs)
+    with counts.get_lock():  # type: ignore[attr-defined]
+        counts.value += done  # type: ignore[attr-defined]
+    q.close()
+
+
+def bench_consumers(n: int, consumers: int) -> tuple[float, str]:
+    """(jobs/s that ``consumers`` processes drain from one Redis queue together,
+    redis-server CPU per job)."""
+    q = make("redis", Path())
+    for i in range(n):
+        q.enqueue(NewJob(spec=spec(i)))
+    prefix = _prefixes[-1]
+    q.close()
+    ctx = mp.get_context("spawn")
+    start, counts = ctx.Event(), ctx.Value("i", 0)
+    procs = [
+        ctx.Process(target=_consume, args=(REDIS_URL, prefix, start, counts))
+        for _ in range(consumers)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)  # let every consumer import and connect before the clock starts
+    cpu0 = _cpu()
+    t0 = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+    rate = n / (time.perf_counter() - t0)
+    server_us = (_cpu()[1] - cpu0[1]) / n * 1e6
+    if counts.value != n:
+        raise SystemExit(f"consumers completed {counts.value} jobs, expected {n}")
+    return rate, f"redis-server {server_us:.0f} us"
+
+
 def bench_end_to_end(backend: str, n: int, root: Path) -> float:
     q = make(backend, root)
     bus = LocalWakeupBus()
@@ -144,6 +200,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--backends", default="memory,sqlite,redis")
     ap.add_argument("--redis-url", default=REDIS_URL)
+    ap.add_argument("--consumers", type=int, default=3, help="redis: consumer processes (0: skip)")
     args = ap.parse_args()
     REDIS_URL = args.redis_url
     root = Path(tempfile.mkdtemp(prefix="sdserve-qbench-"))
@@ -160,6 +217,12 @@ def main() -> None:
                 f" | end-to-end worker (fake engine) {e2e:7.0f} jobs/s"
                 f"\n          CPU per job (enqueue / claim+complete): {cost}"
             )
+            if backend == "redis" and args.consumers > 0:
+                rate, cost = bench_consumers(args.jobs * args.consumers, args.consumers)
+                print(
+                    f"          {args.consumers} consumer processes: claim+complete"
+                    f" {rate:8.0f} jobs/s, CPU per job {cost}"
+                )
     finally:
         drop_redis_keys()
 

@@ -53,7 +53,7 @@ from sdserve.queue.redis_ops import (
     store_workflow,
 )
 from sdserve.queue.redis_outbox import RedisOutbox
-from sdserve.queue.redis_store import Scripts, UnitOfWork, load_job
+from sdserve.queue.redis_store import KnownJobs, Scripts, UnitOfWork, load_job
 
 T = TypeVar("T")
 _MAX_TRIES = 200  # optimistic retries before giving up (only under extreme contention)
@@ -76,6 +76,7 @@ class RedisQueue(RedisOutbox):
         self._owns_client = owns_client
         self._scripts = Scripts(client)
         self._clock = RedisClock(client)
+        self._known = KnownJobs()
 
     @classmethod
     def from_url(
@@ -88,7 +89,7 @@ class RedisQueue(RedisOutbox):
         return self._clock.now() if now is None else now
 
     def _uow(self, ts: float) -> UnitOfWork:
-        return UnitOfWork(self._r, self.keys, self._scripts, ts)
+        return UnitOfWork(self._r, self.keys, self._scripts, ts, self._known)
 
     def _transact(self, ts: float, body: Callable[[UnitOfWork], T]) -> T:
         """Run ``body`` (reads and decisions) and commit its writes; again on conflict."""
@@ -251,7 +252,7 @@ class RedisQueue(RedisOutbox):
                 return Claim([], wait)
             ids = [c.key for c in selection.chosen]
             uow = self._uow(ts)
-            found = uow.jobs(ids)
+            found = uow.jobs(ids, known=False)  # candidates are queued, not ours
             if any(i not in found or found[i].status is not JobStatus.queued for i in ids):
                 continue  # changed since the candidates were read
             claimed = [tr.claim(found[i], worker_id, ts, lease_seconds, len(ids)) for i in ids]

@@ -17,6 +17,13 @@ from sdserve.queue.factory import BackendUnavailable
 from sdserve.queue.redis_keys import Keys, parse_candidate
 from sdserve.queue.redis_store import Scripts, UnitOfWork
 
+# Each process estimates Redis's clock on its own (redis_keys.RedisClock): two
+# estimates differ by up to half a round trip plus drift. A job an API process has
+# just accepted, with available_at = its "now", must not look "not yet available" to
+# a worker whose estimate is a few microseconds behind (it would sleep until its next
+# poll). Retry delays are honoured to within this.
+CLOCK_TOLERANCE_S = 0.01
+
 
 def store(uow: UnitOfWork, out: tr.Outcome) -> Job:
     """Persist a decided transition with its consequences: the webhook outbox entry and
@@ -81,7 +88,7 @@ class CandidatePages:
                 if not meta:
                     continue  # removed between the index read and the meta read
                 cand, available_at = parse_candidate(job_id, meta)
-                if available_at <= self._ts:
+                if available_at <= self._ts + CLOCK_TOLERANCE_S:
                     yield cand
             if len(page) < 2 * self._size:
                 return
