@@ -179,9 +179,6 @@ class KnownJobs:
             for job_id in job_ids:
                 self._jobs.pop(job_id, None)
 
-    def __len__(self) -> int:
-        return len(self._jobs)
-
 
 @dataclass
 class UnitOfWork:
