@@ -9,7 +9,7 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,9 +63,23 @@ def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA's decay at ``step``: lower at first, so the random start fades fast."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def ema_update(
+    ema: torch.nn.Module | Iterable[torch.Tensor],
+    model: torch.nn.Module | Iterable[torch.Tensor],
+    decay: float,
+) -> None:
+    """Move ``ema``'s weights towards ``model``'s (modules, or matching tensor lists)."""
+
+    def tensors(x: torch.nn.Module | Iterable[torch.Tensor]) -> Iterable[torch.Tensor]:
+        return x.parameters() if isinstance(x, torch.nn.Module) else x
+
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        for e, p in zip(tensors(ema), tensors(model), strict=True):
             e.lerp_(p, 1.0 - decay)
 
 

@@ -224,7 +224,7 @@ def palette_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def upscale_scenes(n: int) -> list[tuple[Image.Image, np.ndarray]]:
-    from sdserve.training.upscaler import render_pair
+    from sdserve.training.upscaler_data import render_pair
 
     out = []
     for k in range(n):

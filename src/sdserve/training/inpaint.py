@@ -34,6 +34,7 @@ from sdserve.training.common import (
     DEMO_MODEL,
     batches,
     cli_config,
+    ema_decay_at,
     ema_update,
     encode_texts,
     load_base,
@@ -228,7 +229,7 @@ def train(out_dir: Path, cfg: InpaintConfig, base_dir: Path = DEMO_MODEL) -> Pat
         torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        ema_update(ema, unet, ema_decay_at(step, cfg.ema_decay))
         running += loss.item()
         if (step + 1) % cfg.log_every == 0:
             print(

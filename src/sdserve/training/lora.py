@@ -42,7 +42,16 @@ import torch
 import torch.nn.functional as F
 
 from sdserve.training.arch import diffusers_module
-from sdserve.training.common import DEMO_MODEL, batches, cli_config, load_base, lr_at, to_float
+from sdserve.training.common import (
+    DEMO_MODEL,
+    batches,
+    cli_config,
+    ema_decay_at,
+    ema_update,
+    load_base,
+    lr_at,
+    to_float,
+)
 from sdserve.training.scenes import COLORS, IMAGE_SIZE, SHAPES, Scene, render, sample_scene
 
 NEW_COLOR = "orange"
@@ -202,10 +211,7 @@ def train(out_dir: Path, cfg: LoraTrainConfig, base_dir: Path = DEMO_MODEL) -> P
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if ema:
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for e, p in zip(ema, params, strict=True):
-                    e.lerp_(p, 1.0 - decay)
+            ema_update(ema, params, ema_decay_at(step, cfg.ema_decay))
         running += loss.item()
         if (step + 1) % cfg.log_every == 0:
             print(

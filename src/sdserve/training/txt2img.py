@@ -40,7 +40,7 @@ from sdserve.training.arch import (
     save_pipeline,
     train_betas,
 )
-from sdserve.training.common import batches, ema_update, lr_at, to_float
+from sdserve.training.common import batches, ema_decay_at, ema_update, lr_at, to_float
 from sdserve.training.scenes import IMAGE_SIZE, render, sample_scene
 
 
@@ -177,7 +177,7 @@ def train_unet(
         torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay_at(step, cfg.ema_decay)
         ema_update(ema_unet, unet, decay)
         ema_update(ema_text, text_encoder, decay)
         running += loss.item()

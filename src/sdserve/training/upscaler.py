@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import copy
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,19 +37,18 @@ from sdserve.training.common import (
     DEMO_MODEL,
     batches,
     cli_config,
+    ema_decay_at,
     ema_update,
     load_base,
     lr_at,
     to_float,
     write_folder,
 )
-from sdserve.training.scenes import IMAGE_SIZE, Scene, read_image, render, sample_scene
+from sdserve.training.scenes import IMAGE_SIZE
+from sdserve.training.upscaler_data import HIGH, crop_windows, cut, make_pairs
 
-SCALE = 4
-HIGH = IMAGE_SIZE * SCALE
 UPSCALER_SCALING = 0.08333  # fixed by StableDiffusionUpscalePipeline
 MAX_NOISE_LEVEL = 350
-CROP = 64  # high-res crop side (16 low-res pixels, 16x16 latents)
 VAE_CHANNELS = (16, 32, 64)
 # GroupNorm with one channel per group (the demo VAE's last norm: 16 groups of 16
 # channels) removes each channel's own mean and spread over the image, so a two-colour
@@ -82,53 +79,6 @@ class UpscalerConfig:
     ema_decay: float = 0.995
     log_every: int = 50
     max_minutes: float | None = None
-
-
-def render_pair(scene: Scene, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """The same scene (same place and extent) rendered at 64 and at 256 pixels."""
-    state = rng.getstate()
-    low = np.asarray(render(scene, rng, IMAGE_SIZE))
-    rng.setstate(state)
-    high = np.asarray(render(scene, rng, HIGH))
-    return low, high
-
-
-def make_pairs(cfg: UpscalerConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_scenes`` whole (64x64, 256x256) uint8 renders of the same scenes."""
-    rng = random.Random(cfg.seed)
-    pairs = [render_pair(sample_scene(rng), rng) for _ in range(cfg.num_scenes)]
-    return _stack([p[0] for p in pairs]), _stack([p[1] for p in pairs])
-
-
-def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def crop_windows(lows: torch.Tensor, cfg: UpscalerConfig) -> list[tuple[int, int, int]]:
-    """(image, x, y) of ``crops_per_scene`` 16x16 low-res windows per image, 3 in 4 of
-    them near the object (crops of plain background teach little)."""
-    rng = random.Random(cfg.seed + 6)
-    lc = CROP // SCALE
-    windows = []
-    for i, low in enumerate(lows):
-        box = read_image(low.permute(1, 2, 0).numpy()).bbox
-        for _ in range(cfg.crops_per_scene):
-            if box is not None and rng.random() < 0.75:
-                cx = rng.randint(box[0], box[2]) if rng.random() < 0.5 else rng.choice(box[::2])
-                cy = rng.randint(box[1], box[3]) if rng.random() < 0.5 else rng.choice(box[1::2])
-                x = min(max(cx - lc // 2 + rng.randint(-3, 3), 0), IMAGE_SIZE - lc)
-                y = min(max(cy - lc // 2 + rng.randint(-3, 3), 0), IMAGE_SIZE - lc)
-            else:
-                x, y = rng.randint(0, IMAGE_SIZE - lc), rng.randint(0, IMAGE_SIZE - lc)
-            windows.append((i, x, y))
-    return windows
-
-
-def cut(images: torch.Tensor, windows: list[tuple[int, int, int]]) -> torch.Tensor:
-    """The windows (in low-res pixels) of images at any multiple of the low-res size."""
-    s = images.shape[-1] // IMAGE_SIZE
-    c = CROP // SCALE * s
-    return torch.stack([images[i, :, y * s : y * s + c, x * s : x * s + c] for i, x, y in windows])
 
 
 def build_vae(seed: int) -> Any:
@@ -253,13 +203,7 @@ def vae_check(vae: Any, predictor: torch.nn.Module, seed: int, n: int = 4) -> st
     """PSNR on whole held-out scenes of decode(encode(high)) and decode(predictor(low)):
     the ceiling the UNet works under (crops trained the VAE; the pipeline runs it on
     whole images, where GroupNorm sees other statistics)."""
-    rng = random.Random(seed + 10_000)
-    pairs = [render_pair(sample_scene(rng), rng) for _ in range(n)]
-
-    def stack(k: int) -> torch.Tensor:
-        return to_float(torch.from_numpy(np.stack([p[k] for p in pairs])).permute(0, 3, 1, 2))
-
-    low, high = stack(0), stack(1)
+    low, high = (to_float(x) for x in make_pairs(n, seed + 10_000))
 
     def psnr(z: torch.Tensor) -> float:
         out = vae.decode(z).sample.clamp(-1, 1)
@@ -324,8 +268,8 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
     torch.manual_seed(cfg.seed)
     t0 = time.monotonic()
     base = load_base(base_dir)
-    lows, highs = make_pairs(cfg)
-    windows = crop_windows(lows, cfg)
+    lows, highs = make_pairs(cfg.num_scenes, cfg.seed)
+    windows = crop_windows(lows, cfg.crops_per_scene, cfg.seed + 6)
     print(f"{len(lows)} scenes, {len(windows)} crops {time.monotonic() - t0:.0f}s", flush=True)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     raw_vae, predictor = train_vae((cut(lows, windows), cut(highs, windows)), cfg, gen)
@@ -383,7 +327,7 @@ def train(out_dir: Path, cfg: UpscalerConfig, base_dir: Path = DEMO_MODEL) -> Pa
         torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        ema_update(ema, unet, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        ema_update(ema, unet, ema_decay_at(step, cfg.ema_decay))
         running += loss.item()
         if (step + 1) % cfg.log_every == 0:
             print(
