@@ -1,7 +1,7 @@
 """Round trips of the Redis backend's hot paths, counted at the client: an enqueue is
 one command (its number in line is taken inside the commit), and a worker's
 transitions of the jobs it claimed decide from the copy it last wrote
-(queue/redis_store.KnownJobs), one command instead of a read and a write. A copy gone
+(queue/redis_known.KnownJobs), one command instead of a read and a write. A copy gone
 stale (another process cancelled, reclaimed or re-claimed the job) never decides
 anything: the version guard fails, the job is read again, and the outcome is the one a
 fresh read gives."""

@@ -43,6 +43,7 @@ from sdserve.queue.redis_keys import (
     rank_range,
 )
 from sdserve.queue.redis_keys import unavailable_as_503 as _available
+from sdserve.queue.redis_known import KnownJobs
 from sdserve.queue.redis_ops import (
     CandidatePages,
     Replay,
@@ -53,7 +54,7 @@ from sdserve.queue.redis_ops import (
     store_workflow,
 )
 from sdserve.queue.redis_outbox import RedisOutbox
-from sdserve.queue.redis_store import KnownJobs, Scripts, UnitOfWork, load_job
+from sdserve.queue.redis_store import Scripts, UnitOfWork, load_job
 
 T = TypeVar("T")
 _MAX_TRIES = 200  # optimistic retries before giving up (only under extreme contention)

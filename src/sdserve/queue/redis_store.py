@@ -32,7 +32,6 @@ Layout under the prefix ``P`` (default ``sdserve:``):
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from sdserve.domain.workflows import Workflow
 from sdserve.queue.base import OutboxEntry
 from sdserve.queue.common import new_outbox_id
 from sdserve.queue.redis_keys import Keys, claim_meta, queue_score
+from sdserve.queue.redis_known import KnownJobs, Loaded
 
 # One generic guarded write. ARGV: the number of guards, then each guard and each
 # write as <argc> <args...>. Guards: ver <key> <version|''>; prefix <zset> <ids...>;
@@ -139,45 +139,6 @@ class Scripts:
     def __init__(self, client: redis.Redis) -> None:
         self.commit = client.register_script(_COMMIT)
         self.candidates = client.register_script(_CANDIDATES)
-
-
-@dataclass
-class Loaded:
-    """A record as read: its version guards the write that replaces it."""
-
-    version: str  # '' = absent
-    seq: int = 0  # place in line; -k: the k-th job this commit inserts (numbered then)
-
-
-class KnownJobs:
-    """The running jobs this process last wrote, with the version it wrote them at.
-
-    A worker's next transition of a job it claimed (heartbeat, progress, complete,
-    fail) decides from this copy instead of reading the job first, so it costs one
-    round trip instead of two. Never trusted blindly: the commit still guards the
-    version, so a copy that went stale (a cancel, a reclaim, another thread) fails the
-    guard, is forgotten, and the transaction reads the job and decides again."""
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._lock = threading.Lock()
-        self._jobs: dict[str, tuple[Loaded, Job]] = {}
-
-    def get(self, job_id: str) -> tuple[Loaded, Job] | None:
-        with self._lock:
-            return self._jobs.get(job_id)
-
-    def remember(self, job_id: str, loaded: Loaded, job: Job) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
-            if len(self._jobs) >= self._capacity:
-                del self._jobs[next(iter(self._jobs))]  # the oldest written
-            self._jobs[job_id] = (loaded, job)
-
-    def forget(self, job_ids: Iterable[str]) -> None:
-        with self._lock:
-            for job_id in job_ids:
-                self._jobs.pop(job_id, None)
 
 
 @dataclass
