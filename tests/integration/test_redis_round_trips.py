@@ -140,7 +140,7 @@ def test_a_job_from_a_clock_slightly_ahead_is_claimable_at_once(
 
 
 def test_enqueue_is_one_command_and_numbers_jobs_in_line(redis_url: str, redis_prefix: str) -> None:
-    api, client, _ = _queues(redis_url, redis_prefix)
+    api, client, _ = _queues(redis_url, redis_prefix)  # the counted queue, as an API node
     before = client.sent
     first, _ = api.enqueue(NewJob(spec=job_spec(seed=1)), now=time.time())
     assert client.sent - before == 1
